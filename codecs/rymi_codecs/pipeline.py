@@ -1,0 +1,135 @@
+"""Per-call, per-direction audio chains: the caller's audio to the agent and back.
+
+The call engine owns one of each per call::
+
+    caller → agent   CallerToAgent:  decode (G.711/L16) → resample to the agent rate
+                                     (+ optional VAD on the way, as speech events)
+    agent → caller   AgentToCaller:  resample to the carrier rate → encode → exact frames
+
+Both are plain synchronous objects with no clock: bytes in, bytes (or frames) out.
+"""
+
+from __future__ import annotations
+
+from rymi_codecs.errors import UnsupportedFormatError
+from rymi_codecs.format import FRAME_MS, AudioFormat, Encoding
+from rymi_codecs.framing import Framer
+from rymi_codecs.g711 import decode, encode
+from rymi_codecs.pcm import Buffer
+from rymi_codecs.resample import Resampler
+from rymi_codecs.vad import VAD_RATES, VadEvent, VoiceActivityDetector
+
+__all__ = ["AgentToCaller", "CallerToAgent"]
+
+
+class CallerToAgent:
+    """Caller audio in the carrier's format → PCM16 at the agent's rate.
+
+    Args:
+        carrier: the carrier stream's format (e.g. ``MULAW_8K``, ``L16_16K``).
+        agent_rate: PCM16 rate the agent wants, Hz.
+        vad: a detector to run on the caller's audio, or ``None``. It runs at its own
+            :attr:`~VoiceActivityDetector.sample_rate`, which must be the carrier's or the
+            agent's rate (the lower one costs less; WebRTC's VAD works at 8 kHz inside).
+
+    Raises:
+        UnsupportedFormatError: an unsupported agent rate, or a VAD rate that is neither.
+    """
+
+    def __init__(
+        self, carrier: AudioFormat, agent_rate: int, vad: VoiceActivityDetector | None = None
+    ) -> None:
+        self.carrier = carrier
+        self.agent = AudioFormat(Encoding.L16, agent_rate)
+        self._resampler = Resampler(carrier.sample_rate, agent_rate)
+        self._vad = vad
+        self._vad_after = False
+        self._vad_framer: Framer | None = None
+        self._events: list[VadEvent] = []
+        if vad is not None:
+            if vad.sample_rate not in (carrier.sample_rate, agent_rate):
+                raise UnsupportedFormatError(
+                    f"VAD at {vad.sample_rate} Hz cannot run on a {carrier} → {self.agent} "
+                    f"chain; expected {carrier.sample_rate} or {agent_rate} Hz "
+                    f"(of {', '.join(map(str, VAD_RATES))})"
+                )
+            self._vad_after = vad.sample_rate != carrier.sample_rate
+            self._vad_framer = Framer(AudioFormat(Encoding.L16, vad.sample_rate), vad.frame_ms)
+
+    def process(self, payload: Buffer) -> bytes:
+        """Decode and resample one carrier payload; returns PCM16 at the agent rate.
+
+        VAD transitions found on the way are kept for :meth:`events_received`.
+
+        Raises:
+            InvalidAudioError: ``payload`` is not whole samples of the carrier's format.
+        """
+        pcm = decode(payload, self.carrier.encoding)
+        out = self._resampler.process(pcm)
+        self._detect(out if self._vad_after else pcm)
+        return out
+
+    def flush(self) -> bytes:
+        """End of the call: the resampler's tail, and the VAD's closing event, if any."""
+        out = self._resampler.flush()
+        if self._vad is not None and self._vad_framer is not None:
+            self._detect(out if self._vad_after else b"")
+            self._vad_framer.reset()
+            event = self._vad.finish()
+            if event is not None:
+                self._events.append(event)
+        return out
+
+    def events_received(self) -> list[VadEvent]:
+        """Return and forget the VAD transitions found since the last call."""
+        events, self._events = self._events, []
+        return events
+
+    def _detect(self, pcm: bytes) -> None:
+        if self._vad is None or self._vad_framer is None:
+            return
+        for frame in self._vad_framer.push(pcm):
+            event = self._vad.process(frame)
+            if event is not None:
+                self._events.append(event)
+
+
+class AgentToCaller:
+    """Agent PCM16 at the agent's rate → exact 20 ms frames in the carrier's format.
+
+    Args:
+        agent_rate: PCM16 rate the agent sends, Hz.
+        carrier: the carrier stream's format.
+        frame_ms: frame duration toward the carrier, ms.
+
+    Raises:
+        UnsupportedFormatError: an unsupported rate or frame duration.
+    """
+
+    def __init__(self, agent_rate: int, carrier: AudioFormat, frame_ms: int = FRAME_MS) -> None:
+        self.agent = AudioFormat(Encoding.L16, agent_rate)
+        self.carrier = carrier
+        self._resampler = Resampler(agent_rate, carrier.sample_rate)
+        self._framer = Framer(carrier, frame_ms)
+
+    def process(self, pcm: Buffer) -> list[bytes]:
+        """Resample and encode agent audio; return the carrier frames now complete.
+
+        Raises:
+            InvalidAudioError: ``pcm`` is not whole PCM16 samples.
+        """
+        return self._framer.push(encode(self._resampler.process(pcm), self.carrier.encoding))
+
+    def flush(self, pad: bool = True) -> list[bytes]:
+        """End of the agent's turn or of the call: the remaining audio as frames.
+
+        Args:
+            pad: pad the last frame with silence to the full frame size.
+        """
+        tail = encode(self._resampler.flush(), self.carrier.encoding)
+        return self._framer.push(tail) + self._framer.flush(pad)
+
+    def clear(self) -> None:
+        """Barge-in: drop the audio held in the resampler and the framer."""
+        self._resampler.reset()
+        self._framer.reset()
