@@ -11,7 +11,8 @@ stable reason code)::
     ├── CarrierError
     │   ├── UnknownCarrierError     no adapter by that name
     │   ├── CarrierProtocolError    the carrier sent something invalid; .close_code hint
-    │   └── SignatureError          a request or upgrade is not signed by the tenant's key (403)
+    │   ├── SignatureError          a request or upgrade is not signed by the tenant's key (403)
+    │   └── CommandError            we asked a media stream for something it cannot send
     ├── CallTokenError              the media URL's call token is bad, expired or reused
     ├── StateError                  backend failure (SQL, Redis); the driver error is __cause__
     │   └── CoordinationUnavailable Redis (or the coordination backend) cannot be reached
@@ -38,6 +39,7 @@ __all__ = [
     "CarrierError",
     "CarrierProtocolError",
     "CloseCode",
+    "CommandError",
     "ConfigError",
     "ConflictError",
     "CoordinationUnavailable",
@@ -119,8 +121,25 @@ class SignatureError(CarrierError):
     """A request is not signed by the credential we hold for that tenant (HTTP 403)."""
 
 
+class CommandError(CarrierError):
+    """A media command does not fit the stream (our side's fault, not the carrier's).
+
+    E.g. DTMF on a carrier whose socket cannot send it, audio that is not whole 20 ms
+    frames of the stream's format, a command before the stream started.
+    """
+
+
 class CallTokenError(GatewayError):
-    """A media URL's call token is malformed, forged, expired, reused or for another call."""
+    """A media URL's call token is malformed, forged, expired, reused or for another call.
+
+    Args:
+        message: what was wrong, never the token itself.
+        reason: stable code (``gateway.calltoken.TokenRejection``), e.g. ``"expired"``.
+    """
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class StateError(GatewayError):
@@ -144,4 +163,14 @@ class SecretError(GatewayError):
 
 
 class AgentError(GatewayError):
-    """The agent pipeline cannot be reached or broke the agent protocol."""
+    """The agent pipeline cannot be reached or broke the agent protocol.
+
+    Args:
+        message: what was wrong, never the payload itself.
+        reason: stable code, e.g. ``"malformed"`` or ``"too_large"``
+            (``gateway.bridge.protocol.ProtocolViolation``).
+    """
+
+    def __init__(self, message: str, *, reason: str = "agent_error") -> None:
+        super().__init__(message)
+        self.reason = reason
