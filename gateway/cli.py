@@ -1,8 +1,9 @@
 """The ``rymi-gateway`` command line.
 
-Subcommands are added by the layers that own them; this module only builds the parser
-and dispatches, so that ``rymi-gateway --version`` stays instant (nothing heavy is
-imported before a subcommand needs it).
+Subcommands are added by the layers that own them (``gateway.admin`` for the database,
+tenants, agents, numbers, keys, secrets, calls and ``demo-seed``); this module builds
+the parser and dispatches. Registration imports only the standard library, so that
+``rymi-gateway --version`` stays instant: a command's heavy imports happen when it runs.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gateway import __version__
+from gateway import __version__, admin
 
 __all__ = ["build_parser", "main"]
 
@@ -23,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Real-time voice media gateway for AI voice agents.",
     )
     parser.add_argument("--version", action="version", version=f"rymi-gateway {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    admin.register(subparsers)
     return parser
 
 
@@ -34,4 +36,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if getattr(args, "handler", None) is not None:
+        return admin.run(args)
     return 0

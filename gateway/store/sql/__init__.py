@@ -1,0 +1,1 @@
+"""SQL plumbing shared by the directory and the ledger: tables, engines, migrations."""

@@ -1,0 +1,118 @@
+"""Async engines for SQLite (aiosqlite) and PostgreSQL (asyncpg), and transaction helpers.
+
+SQLite needs care to give real transactions (SQLAlchemy docs, "Serializable isolation /
+Savepoints / Transactional DDL" for pysqlite/aiosqlite): the driver's own implicit
+``BEGIN`` is switched off and we emit ``BEGIN`` ourselves, ``BEGIN IMMEDIATE`` for write
+transactions. A write transaction therefore takes SQLite's write lock up front, so a
+read-then-write never fails with ``SQLITE_BUSY`` half way; concurrent writers queue on
+``busy_timeout``. WAL lets readers (the call-answer lookups) run beside a writer.
+
+Every engine is created with ``hide_parameters=True``: bound values (account ids, key
+hashes, ciphertexts) never appear in SQLAlchemy's error messages or echo logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from gateway.errors import StateError
+
+__all__ = [
+    "create_engine",
+    "db_errors",
+    "insert_ignore",
+    "read_tx",
+    "wall_clock_ms",
+    "write_tx",
+]
+
+_SQLITE_BUSY_TIMEOUT_MS = 10_000
+_WRITE_OPTION = "rymi_write"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """Create an async engine; SQLite gets WAL, foreign keys and explicit transactions.
+
+    For a SQLite file the parent directory is created if missing.
+    """
+    parsed = make_url(url)
+    engine = create_async_engine(url, hide_parameters=True, pool_pre_ping=False)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see module doc)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        write = conn.get_execution_options().get(_WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+@contextlib.contextmanager
+def db_errors(operation: str) -> Iterator[None]:
+    """Turn driver failures into :class:`StateError` (the driver error is ``__cause__``).
+
+    The message names the operation and the error class only: driver messages can quote
+    the statement's values.
+    """
+    try:
+        yield
+    except (sa.exc.DBAPIError, sa.exc.TimeoutError, sa.exc.DisconnectionError) as exc:
+        # Only backend failures: a programming error (bad statement) must surface as is.
+        orig = getattr(exc, "orig", None) or exc
+        raise StateError(f"{operation}: database error ({type(orig).__name__})") from exc
+    except OSError as exc:
+        raise StateError(f"{operation}: database unreachable ({type(exc).__name__})") from exc
+
+
+@contextlib.asynccontextmanager
+async def write_tx(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction that will write: committed on success, rolled back on any error."""
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(**{_WRITE_OPTION: True})
+        async with conn.begin():
+            yield conn
+
+
+@contextlib.asynccontextmanager
+async def read_tx(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A read-only transaction (a consistent snapshot on both backends)."""
+    async with engine.connect() as conn, conn.begin():
+        yield conn
+
+
+def wall_clock_ms() -> int:
+    """Wall-clock time in integer milliseconds since the Unix epoch (UTC)."""
+    return time.time_ns() // 1_000_000
+
+
+async def insert_ignore(conn: AsyncConnection, table: sa.Table, values: dict[str, Any]) -> bool:
+    """``INSERT ... ON CONFLICT DO NOTHING``; returns whether the row was inserted."""
+    if conn.dialect.name == "postgresql":
+        stmt: Any = postgresql.insert(table).values(values).on_conflict_do_nothing()
+    else:
+        stmt = sqlite.insert(table).values(values).on_conflict_do_nothing()
+    result = await conn.execute(stmt)
+    return bool(result.rowcount == 1)
