@@ -20,6 +20,7 @@ stable reason code)::
     ├── ConflictError               a unique thing already belongs to someone else (HTTP 409)
     ├── SecretError                 a ciphertext does not decrypt under the key and tenant given
     └── AgentError                  the agent pipeline is unreachable or broke the protocol
+        └── UnknownBuiltinError     a pipeline names a built-in agent that does not exist
 
 The audio library ``rymi_codecs`` sits below the gateway and has its own small tree rooted
 at ``rymi_codecs.CodecError`` (a ``ValueError``); carrier adapters turn codec errors caused by
@@ -48,6 +49,7 @@ __all__ = [
     "SecretError",
     "SignatureError",
     "StateError",
+    "UnknownBuiltinError",
     "UnknownCarrierError",
     "ValidationError",
 ]
@@ -174,3 +176,10 @@ class AgentError(GatewayError):
     def __init__(self, message: str, *, reason: str = "agent_error") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class UnknownBuiltinError(AgentError, LookupError):
+    """No built-in agent is registered under the name an agent's pipeline gives."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="unknown_builtin")
