@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gateway import __version__, admin
+from gateway import __version__, admin, serve
 
 __all__ = ["build_parser", "main"]
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rymi-gateway {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     admin.register(subparsers)
+    serve.register(subparsers)
     return parser
 
 
@@ -36,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if getattr(args, "serve", False):
+        return serve.run(args)
     if getattr(args, "handler", None) is not None:
         return admin.run(args)
     return 0

@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
@@ -73,6 +74,72 @@ class Settings:
     """Seconds without a checkpoint after which the reaper finalizes a call as
     ``gateway_lost``, at least 3 checkpoint intervals (``RYMI_REAPER_STALE_AFTER_S``)."""
 
+    reaper_interval_s: int = 10
+    """Seconds between reaper passes on each instance, 1-3600 (``RYMI_REAPER_INTERVAL_S``)."""
+
+    # -- call engine (docs/call-engine.md) --------------------------------------------
+
+    media_start_timeout_s: int = 5
+    """Seconds the carrier has to send ``start`` after the media socket opens, 1-60;
+    then the socket is closed with 4000 (``RYMI_MEDIA_START_TIMEOUT_S``)."""
+
+    agent_grace_s: int = 2
+    """Seconds of silence the caller hears after the agent failed, before the hang-up,
+    0-60 (``RYMI_AGENT_GRACE_S``)."""
+
+    duration_warning_s: int = 30
+    """Seconds before maxCallDuration that the agent gets ``duration_warning``, 0-600;
+    0 sends none (``RYMI_DURATION_WARNING_S``)."""
+
+    max_call_duration_cap_s: int | None = None
+    """Gateway-wide cap on any call's duration in seconds, 1-7200, applied as
+    min(agent's maxCallDuration, cap); None = no cap (``RYMI_MAX_CALL_DURATION_CAP_S``).
+    For trial deployments, and for tests that need a short limit."""
+
+    reservation_ttl_s: int = 30
+    """Seconds an answered call's slot is held waiting for its media stream, 5-600
+    (``RYMI_RESERVATION_TTL_S``)."""
+
+    lease_ttl_s: int = 15
+    """Seconds a live call's slot survives without a renew, 2-300 (``RYMI_LEASE_TTL_S``);
+    a killed gateway's slots come back within this."""
+
+    lease_renew_interval_s: int = 5
+    """Seconds between lease renewals, 1-60 and below the lease TTL
+    (``RYMI_LEASE_RENEW_INTERVAL_S``)."""
+
+    media_max_message_bytes: int = 65_536
+    """Largest carrier media message, bytes, 1024-1048576 (``RYMI_MEDIA_MAX_MESSAGE_BYTES``)."""
+
+    media_max_messages_per_s: int = 250
+    """Carrier media messages per second a socket may sustain (2 s window) before it is
+    closed with 1008, 10-10000 (``RYMI_MEDIA_MAX_MESSAGES_PER_S``)."""
+
+    pacer_lead_frames: int = 3
+    """20 ms frames sent to the carrier ahead of the caller's ear, 1-50
+    (``RYMI_PACER_LEAD_FRAMES``)."""
+
+    redis_namespace: str = "rymi"
+    """Prefix and hash tag of the coordination keys in Redis, 1-32 of ``A-Z a-z 0-9 _ -``;
+    deployments sharing one Redis use different ones (``RYMI_REDIS_NAMESPACE``)."""
+
+    twilio_api_base_url: str | None = None
+    """Twilio REST base for hang-ups (``RYMI_TWILIO_API_BASE_URL``); None = api.twilio.com."""
+
+    plivo_api_base_url: str | None = None
+    """Plivo REST base for hang-ups (``RYMI_PLIVO_API_BASE_URL``); None = api.plivo.com."""
+
+    vonage_api_base_url: str | None = None
+    """Vonage REST base for hang-ups (``RYMI_VONAGE_API_BASE_URL``); None = api.nexmo.com."""
+
+    def carrier_api_base_url(self, carrier: str) -> str | None:
+        """The configured REST base URL for ``carrier``'s hang-up, or None (its default)."""
+        return {
+            "twilio": self.twilio_api_base_url,
+            "plivo": self.plivo_api_base_url,
+            "vonage": self.vonage_api_base_url,
+        }.get(carrier)
+
     @property
     def base_url(self) -> str:
         """The public base URL, or ``http://host:port`` when none is configured."""
@@ -102,6 +169,8 @@ class Settings:
             port=_int(env, "RYMI_PORT", 8080, 1, 65535),
             checkpoint_interval_s=checkpoint,
             reaper_stale_after_s=_int(env, "RYMI_REAPER_STALE_AFTER_S", 60, 3 * checkpoint, 86400),
+            reaper_interval_s=_int(env, "RYMI_REAPER_INTERVAL_S", 10, 1, 3600),
+            **_engine_settings(env),
         )
         return settings
 
@@ -161,6 +230,51 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise ConfigError(name, f"expected an integer {low}-{high}, got {value}")
     return value
+
+
+def _engine_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The call engine's settings (see the fields' docstrings for units and ranges)."""
+    lease_ttl = _int(env, "RYMI_LEASE_TTL_S", 15, 2, 300)
+    cap = (
+        _int(env, "RYMI_MAX_CALL_DURATION_CAP_S", 0, 1, 7200)
+        if ("RYMI_MAX_CALL_DURATION_CAP_S" in env)
+        else None
+    )
+    return {
+        "media_start_timeout_s": _int(env, "RYMI_MEDIA_START_TIMEOUT_S", 5, 1, 60),
+        "agent_grace_s": _int(env, "RYMI_AGENT_GRACE_S", 2, 0, 60),
+        "duration_warning_s": _int(env, "RYMI_DURATION_WARNING_S", 30, 0, 600),
+        "max_call_duration_cap_s": cap,
+        "reservation_ttl_s": _int(env, "RYMI_RESERVATION_TTL_S", 30, 5, 600),
+        "lease_ttl_s": lease_ttl,
+        "lease_renew_interval_s": _int(env, "RYMI_LEASE_RENEW_INTERVAL_S", 5, 1, lease_ttl - 1),
+        "media_max_message_bytes": _int(env, "RYMI_MEDIA_MAX_MESSAGE_BYTES", 65_536, 1024, 1 << 20),
+        "media_max_messages_per_s": _int(env, "RYMI_MEDIA_MAX_MESSAGES_PER_S", 250, 10, 10_000),
+        "pacer_lead_frames": _int(env, "RYMI_PACER_LEAD_FRAMES", 3, 1, 50),
+        "redis_namespace": _namespace(env.get("RYMI_REDIS_NAMESPACE", "rymi")),
+        **{
+            f"{carrier}_api_base_url": _api_base_url(env, f"RYMI_{carrier.upper()}_API_BASE_URL")
+            for carrier in ("twilio", "plivo", "vonage")
+        },
+    }
+
+
+def _namespace(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", raw):
+        raise ConfigError(
+            "RYMI_REDIS_NAMESPACE", f"expected 1-32 of A-Z a-z 0-9 _ -, got {raw[:40]!r}"
+        )
+    return raw
+
+
+def _api_base_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ConfigError(name, f"expected http(s)://host[:port] without a query, got {raw[:80]!r}")
+    return raw.rstrip("/")
 
 
 def _redis_url(raw: str | None) -> str | None:

@@ -1,0 +1,205 @@
+"""The aiohttp application: routes, and one ``cleanup_ctx`` per resource.
+
+Resources come up in order and go down in reverse (aiohttp ``Application.cleanup_ctx``):
+SQL state (migrated on the embedded default), coordination, the media-token registry,
+the HTTP client (agent WebSockets, carrier REST hang-ups), then the :class:`Engine` and
+the per-instance loops: lease renewals, the command listener (hang up call X), the
+reaper. At shutdown live calls are ended with reason ``drain`` (finalized, released)
+before the resources below them close.
+
+Routes: ``/inbound/{provider}`` (GET, POST), ``/media/{provider}/{token}`` (WebSocket),
+``/healthz``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from gateway.bridge.builtin import BuiltinLink
+from gateway.bridge.echo import EchoCore
+from gateway.bridge.link import AgentLink
+from gateway.bridge.websocket import WebSocketLink
+from gateway.call_events import EndReason, HangupRequested, LeaseLost
+from gateway.calltoken import CallTokens, MemoryTokenUseRegistry, TokenUseRegistry
+from gateway.carriers import MemoryNonceStore
+from gateway.config import Settings
+from gateway.errors import AgentError, CoordinationUnavailable
+from gateway.server.answer import inbound
+from gateway.server.context import ENGINE, Engine, LinkFactory, media_token_keys
+from gateway.server.media_ws import media
+from gateway.store.coordination import Command, Coordination, RenewStatus, open_coordination
+from gateway.store.models import Agent
+from gateway.store.reaper import Reaper
+from gateway.store.sql_state import SqlState
+
+__all__ = ["create_app", "default_links"]
+
+log = logging.getLogger("gateway.server")
+
+_MAX_BODY_BYTES = 64 * 1024  # reliability.md 5.1: webhook bodies are small
+_DRAIN_TIMEOUT_S = 10.0
+
+
+async def default_links(engine: Engine, agent: Agent) -> AgentLink:
+    """The agent link for ``agent``: the built-in ``echo``, or its WebSocket URL."""
+    if agent.pipeline == "echo":
+        return BuiltinLink(EchoCore, "echo")
+    secret = await engine.state.directory.agent_pipeline_secret(agent.tenant_id, agent.id)
+    if secret is None:
+        raise AgentError(f"agent {agent.id} has no pipeline secret", reason="misconfigured")
+    return WebSocketLink(engine.http, agent.pipeline, secret.reveal().encode())
+
+
+def create_app(
+    settings: Settings,
+    *,
+    migrate: bool = False,
+    links: LinkFactory = default_links,
+    wall_clock: Callable[[], float] = time.time,
+) -> web.Application:
+    """Build the gateway's application.
+
+    Args:
+        settings: the process's settings.
+        migrate: run the packaged migrations at start (the embedded default does).
+        links: builds each call's agent link.
+        wall_clock: Unix time in seconds (tokens, signatures, record times).
+    """
+    app = web.Application(client_max_size=_MAX_BODY_BYTES)
+    app.cleanup_ctx.append(_engine_ctx(settings, migrate, links, wall_clock))
+    # Drain on shutdown, before aiohttp cancels the handlers that run the calls.
+    app.on_shutdown.append(_on_shutdown)
+    app.router.add_route("GET", "/inbound/{provider}", inbound)
+    app.router.add_route("POST", "/inbound/{provider}", inbound)
+    app.router.add_get("/media/{provider}/{token}", media)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def _engine_ctx(
+    settings: Settings, migrate: bool, links: LinkFactory, wall_clock: Callable[[], float]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            state = await SqlState.open(settings, migrate=migrate)
+            stack.push_async_callback(state.close)
+            options = {} if settings.redis_url is None else {"namespace": settings.redis_namespace}
+            coordination = open_coordination(settings.redis_url, **options)
+            stack.push_async_callback(coordination.close)
+            token_uses = await _token_registry(settings, stack)
+            http = aiohttp.ClientSession()
+            stack.push_async_callback(http.close)
+            engine = Engine(
+                settings=settings,
+                state=state,
+                coordination=coordination,
+                tokens=CallTokens(media_token_keys(settings)),
+                token_uses=token_uses,
+                nonces=MemoryNonceStore(),
+                http=http,
+                links=links,
+                wall_clock=wall_clock,
+            )
+            app[ENGINE] = engine
+            stop = asyncio.Event()
+            loops = [
+                asyncio.create_task(_renew_loop(engine, stop), name="lease-renew"),
+                asyncio.create_task(_command_loop(engine), name="commands"),
+                asyncio.create_task(_reaper_loop(engine, stop), name="reaper"),
+            ]
+            try:
+                yield
+            finally:
+                await _drain(engine)
+                stop.set()
+                for task in loops:
+                    task.cancel()
+                await asyncio.gather(*loops, return_exceptions=True)
+
+    return ctx
+
+
+async def _token_registry(settings: Settings, stack: contextlib.AsyncExitStack) -> TokenUseRegistry:
+    if settings.redis_url is None:
+        return MemoryTokenUseRegistry()
+    from redis.asyncio import Redis
+
+    from gateway.calltoken_redis import RedisTokenUseRegistry
+
+    redis: Redis = Redis.from_url(settings.redis_url)
+    stack.push_async_callback(redis.aclose)
+    return RedisTokenUseRegistry(redis)
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    await _drain(app[ENGINE])
+
+
+async def _drain(engine: Engine) -> None:
+    """End every live call with reason ``drain`` and wait (bounded) for them to finish."""
+    engine.draining = True
+    for call_id in list(engine.live.calls):
+        engine.live.post(call_id, HangupRequested(EndReason.DRAIN))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(engine.live.wait_empty(), timeout=_DRAIN_TIMEOUT_S)
+
+
+async def _renew_loop(engine: Engine, stop: asyncio.Event) -> None:
+    """Renew this instance's leases; a call whose lease is gone ends (reliability.md 1.3)."""
+    interval = engine.settings.lease_renew_interval_s
+    while not stop.is_set():
+        try:
+            statuses = await engine.coordination.renew_all(ttl=engine.settings.lease_ttl_s)
+        except CoordinationUnavailable as exc:
+            log.warning("lease renew failed (%s); live calls go on", exc)
+            statuses = {}
+        for call_id, status in statuses.items():
+            if status in (RenewStatus.FENCED, RenewStatus.RELEASED):
+                engine.live.post(call_id, LeaseLost())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+async def _command_loop(engine: Engine) -> None:
+    """Deliver coordination commands (hang up call X) to the calls running here."""
+    coordination: Coordination = engine.coordination
+    while True:
+        try:
+            async with contextlib.aclosing(coordination.commands()) as commands:
+                async for command in commands:
+                    if command.command is Command.HANGUP:
+                        reason = _hangup_reason(command.reason)
+                        if not engine.live.post(command.call_id, HangupRequested(reason)):
+                            log.info("hang-up for call %s: not running here", command.call_id)
+        except CoordinationUnavailable as exc:
+            log.warning("command listener: %s; retrying", exc)
+            await asyncio.sleep(1.0)
+
+
+def _hangup_reason(reason: str | None) -> EndReason:
+    """A command's reason as an end reason: a known code, else ``admin_hangup``."""
+    try:
+        end = EndReason(reason) if reason else EndReason.ADMIN_HANGUP
+    except ValueError:
+        return EndReason.ADMIN_HANGUP
+    allowed = (EndReason.ADMIN_HANGUP, EndReason.BALANCE_DEPLETED, EndReason.DRAIN)
+    return end if end in allowed else EndReason.ADMIN_HANGUP
+
+
+async def _reaper_loop(engine: Engine, stop: asyncio.Event) -> None:
+    settings = engine.settings
+    reaper = Reaper(engine.state.ledger, settings.reaper_stale_after_s * 1000)
+    await reaper.run(settings.reaper_interval_s, stop)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Minimal liveness: the process serves requests (full ops endpoints come later)."""
+    engine = request.app[ENGINE]
+    return web.json_response({"status": "ok", "live_calls": len(engine.live)})
