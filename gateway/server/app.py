@@ -22,10 +22,8 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from gateway.bridge.builtin import BuiltinLink
-from gateway.bridge.echo import EchoCore
+from gateway.bridge import is_websocket_pipeline, make_link
 from gateway.bridge.link import AgentLink
-from gateway.bridge.websocket import WebSocketLink
 from gateway.call_events import EndReason, HangupRequested, LeaseLost
 from gateway.calltoken import CallTokens, MemoryTokenUseRegistry, TokenUseRegistry
 from gateway.carriers import MemoryNonceStore
@@ -48,13 +46,13 @@ _DRAIN_TIMEOUT_S = 10.0
 
 
 async def default_links(engine: Engine, agent: Agent) -> AgentLink:
-    """The agent link for ``agent``: the built-in ``echo``, or its WebSocket URL."""
-    if agent.pipeline == "echo":
-        return BuiltinLink(EchoCore, "echo")
+    """The agent link for ``agent``: a built-in agent by name, or its WebSocket URL."""
+    if not is_websocket_pipeline(agent.pipeline):
+        return make_link(agent.pipeline)
     secret = await engine.state.directory.agent_pipeline_secret(agent.tenant_id, agent.id)
     if secret is None:
         raise AgentError(f"agent {agent.id} has no pipeline secret", reason="misconfigured")
-    return WebSocketLink(engine.http, agent.pipeline, secret.reveal().encode())
+    return make_link(agent.pipeline, session=engine.http, secret=secret.reveal().encode())
 
 
 def create_app(
