@@ -12,13 +12,16 @@ stable reason code)::
     │   ├── UnknownCarrierError     no adapter by that name
     │   ├── CarrierProtocolError    the carrier sent something invalid; .close_code hint
     │   ├── SignatureError          a request or upgrade is not signed by the tenant's key (403)
-    │   └── CommandError            we asked a media stream for something it cannot send
+    │   ├── CommandError            we asked a media stream for something it cannot send
+    │   └── CarrierApiError         the carrier's REST API refused credentials or failed
     ├── CallTokenError              the media URL's call token is bad, expired or reused
     ├── StateError                  backend failure (SQL, Redis); the driver error is __cause__
     │   └── CoordinationUnavailable Redis (or the coordination backend) cannot be reached
     ├── NotFoundError               no such tenant / agent / number / call (HTTP 404)
     ├── ConflictError               a unique thing already belongs to someone else (HTTP 409)
     ├── SecretError                 a ciphertext does not decrypt under the key and tenant given
+    ├── AuthError                   an API request has no valid credentials (HTTP 401)
+    ├── RateLimitedError            too many requests; .retry_after in seconds (HTTP 429)
     └── AgentError                  the agent pipeline is unreachable or broke the protocol
         └── UnknownBuiltinError     a pipeline names a built-in agent that does not exist
 
@@ -36,7 +39,9 @@ from enum import IntEnum
 
 __all__ = [
     "AgentError",
+    "AuthError",
     "CallTokenError",
+    "CarrierApiError",
     "CarrierError",
     "CarrierProtocolError",
     "CloseCode",
@@ -46,6 +51,7 @@ __all__ = [
     "CoordinationUnavailable",
     "GatewayError",
     "NotFoundError",
+    "RateLimitedError",
     "SecretError",
     "SignatureError",
     "StateError",
@@ -131,6 +137,22 @@ class CommandError(CarrierError):
     """
 
 
+class CarrierApiError(CarrierError):
+    """A carrier's REST API refused the tenant's credentials or could not be used.
+
+    Args:
+        carrier: carrier name, e.g. ``"twilio"``.
+        message: what happened, never the credentials or the response body.
+        rejected: True when the carrier said the credentials are wrong (HTTP 401 at
+            the API edge); False when it failed or could not be reached (HTTP 502).
+    """
+
+    def __init__(self, carrier: str, message: str, *, rejected: bool) -> None:
+        super().__init__(f"{carrier}: {message}")
+        self.carrier = carrier
+        self.rejected = rejected
+
+
 class CallTokenError(GatewayError):
     """A media URL's call token is malformed, forged, expired, reused or for another call.
 
@@ -162,6 +184,34 @@ class ConflictError(GatewayError):
 
 class SecretError(GatewayError):
     """A stored secret does not decrypt under the keys and tenant binding given."""
+
+
+class AuthError(GatewayError):
+    """An API request carries no valid credentials, or ones not allowed there (HTTP 401).
+
+    Args:
+        message: what was wrong, never the key itself.
+        code: stable snake_case code for the error body, e.g. ``"invalid_api_key"``.
+    """
+
+    def __init__(self, message: str, *, code: str = "unauthorized") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RateLimitedError(GatewayError):
+    """Too many requests or attempts in a window (HTTP 429 with ``Retry-After``).
+
+    Args:
+        message: which limit was hit.
+        retry_after: seconds until asking again may succeed.
+        code: stable snake_case code, e.g. ``"rate_limited"``.
+    """
+
+    def __init__(self, message: str, *, retry_after: float, code: str = "rate_limited") -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.code = code
 
 
 class AgentError(GatewayError):

@@ -154,6 +154,20 @@ class AgentMixin:
                     raise NotFoundError(f"agent {agent_id}: not found")
                 return agent_from_prefixed((await agent_row(conn, tenant_id, agent_id))._mapping)
 
+    async def delete_agent(self, tenant_id: str, agent_id: str) -> None:
+        """Delete one of the tenant's agents. Raises NotFoundError.
+
+        Its numbers stay registered with no agent (``SET NULL``: calls to them are then
+        refused as ``agent_not_published``) and publishable keys bound to it are deleted
+        (``CASCADE``). Call records keep the agent id: a CDR outlives its agent.
+        """
+        table = schema.agents
+        stmt = sa.delete(table).where(table.c.id == agent_id, table.c.tenant_id == tenant_id)
+        with db_errors("delete agent"):
+            async with write_tx(self.engine) as conn:
+                if (await conn.execute(stmt)).rowcount != 1:
+                    raise NotFoundError(f"agent {agent_id}: not found")
+
     async def agent_pipeline_secret(self, tenant_id: str, agent_id: str) -> Secret | None:
         """The agent's pipeline secret, opened; None for built-in pipelines."""
         with db_errors("get agent secret"):

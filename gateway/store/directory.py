@@ -29,6 +29,7 @@ from gateway.store import agents as agent_rows
 from gateway.store.agents import AgentMixin
 from gateway.store.models import (
     ApiKey,
+    CarrierAccount,
     CarrierCredentials,
     CreatedApiKey,
     KeyKind,
@@ -44,7 +45,7 @@ from gateway.store.secrets import Keyring, Sealed, Secret
 from gateway.store.sql import schema
 from gateway.store.sql.engine import db_errors, insert_ignore, read_tx, wall_clock_ms, write_tx
 
-__all__ = ["CARRIER_CREDENTIALS", "Directory", "hash_api_key"]
+__all__ = ["CARRIER_CREDENTIALS", "Directory", "check_credentials", "hash_api_key"]
 
 CARRIER_CREDENTIALS: dict[str, type[CarrierCredentials]] = {
     cls.carrier: cls for cls in (TwilioCredentials, PlivoCredentials, VonageCredentials)
@@ -186,6 +187,19 @@ class Directory(AgentMixin):
                 await _tenant(conn, tenant_id)
                 return [_key_from(row) for row in (await conn.execute(query)).all()]
 
+    async def touch_api_key(self, key_id: str, at_ms: int) -> None:
+        """Record that the key authenticated a request at ``at_ms`` (never moves back)."""
+        table = schema.api_keys
+        stmt = (
+            sa.update(table)
+            .where(table.c.id == key_id)
+            .where(sa.or_(table.c.last_used_at_ms.is_(None), table.c.last_used_at_ms < at_ms))
+            .values(last_used_at_ms=at_ms)
+        )
+        with db_errors("touch api key"):
+            async with write_tx(self.engine) as conn:
+                await conn.execute(stmt)
+
     async def revoke_api_key(self, tenant_id: str, key_id: str) -> None:
         """Revoke one of the tenant's keys. Raises NotFoundError."""
         table = schema.api_keys
@@ -202,12 +216,22 @@ class Directory(AgentMixin):
 
     # -- carrier credentials -----------------------------------------------------
 
-    async def connect_carrier(self, tenant_id: str, credentials: CarrierCredentials) -> Tenant:
+    async def connect_carrier(
+        self,
+        tenant_id: str,
+        credentials: CarrierCredentials,
+        *,
+        account_name: str | None = None,
+        account_country: str | None = None,
+    ) -> Tenant:
         """Store the tenant's credentials for a carrier and make it the active one.
 
         One active carrier per tenant: connecting another replaces it (and its stored
-        credentials), as docs.rymi.live/api/telephony.html describes.
+        credentials), as docs.rymi.live/api/telephony.html describes. ``account_name`` and
+        ``account_country`` are what the carrier's REST API reported (shown by the API).
         """
+        account_name = None if account_name is None else account_name.strip()[:200] or None
+        account_country = None if account_country is None else account_country.strip()[:8] or None
         _validate_credentials(credentials)
         carrier = credentials.carrier
         sealed = self.keyring.seal(
@@ -226,6 +250,8 @@ class Directory(AgentMixin):
                         secret_key_id=sealed.key_id,
                         secret_ciphertext=sealed.blob,
                         updated_at_ms=self.clock(),
+                        account_name=account_name,
+                        account_country=account_country,
                     )
                 )
                 await _update_tenant(conn, tenant_id, active_carrier=carrier)
@@ -239,6 +265,32 @@ class Directory(AgentMixin):
                 await _update_tenant(conn, tenant_id, active_carrier=None)
                 await conn.execute(sa.delete(table).where(table.c.tenant_id == tenant_id))
                 return await _tenant(conn, tenant_id)
+
+    async def carrier_account(self, tenant_id: str) -> CarrierAccount | None:
+        """The tenant's active carrier account (no secrets), or None if none is connected.
+
+        Raises:
+            NotFoundError: no such tenant.
+        """
+        table, tenants = schema.carrier_credentials, schema.tenants
+        query = (
+            sa.select(table)
+            .join(tenants, tenants.c.id == table.c.tenant_id)
+            .where(table.c.tenant_id == tenant_id, table.c.carrier == tenants.c.active_carrier)
+        )
+        with db_errors("get carrier account"):
+            async with read_tx(self.engine) as conn:
+                await _tenant(conn, tenant_id)
+                row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return CarrierAccount(
+            carrier=str(row.carrier),
+            account_id=str(row.account_id),
+            account_name=row.account_name,
+            account_country=row.account_country,
+            connected_at_ms=int(row.updated_at_ms),
+        )
 
     async def carrier_credentials(self, tenant_id: str) -> CarrierCredentials:
         """The active carrier's credentials, opened. Raises NotFoundError, SecretError."""
@@ -428,6 +480,7 @@ def _key_from(row: sa.Row[tuple[object, ...]]) -> ApiKey:
         agent_id=m["agent_id"],
         created_at_ms=m["created_at_ms"],
         revoked_at_ms=m["revoked_at_ms"],
+        last_used_at_ms=m["last_used_at_ms"],
     )
 
 
@@ -471,6 +524,12 @@ _ACCOUNT_ID_SHAPES = {
     "plivo": (r"[A-Za-z0-9]{10,40}", "10-40 letters or digits"),
     "vonage": (r"[A-Za-z0-9]{6,40}", "6-40 letters or digits"),
 }
+
+
+def check_credentials(credentials: CarrierCredentials) -> None:
+    """Check the credentials' shape (as :meth:`Directory.connect_carrier` does) without
+    storing anything. Raises ValidationError naming the field; never echoes a secret."""
+    _validate_credentials(credentials)
 
 
 def _validate_credentials(credentials: CarrierCredentials) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.errors import NotFoundError, ValidationError
 from gateway.metering import Role, charge
+from gateway.store.ledger_reports import LedgerReportsMixin
 from gateway.store.models import (
     MAX_CALL_DURATION_RANGE_S,
     CallEnd,
@@ -75,8 +76,8 @@ class StaleCall:
     last_seen_ms: int
 
 
-class Ledger:
-    """Calls, checkpoints and balances over one SQL engine.
+class Ledger(LedgerReportsMixin):
+    """Calls, checkpoints and balances over one SQL engine (API read models: the mixin).
 
     Args:
         engine: an engine from :func:`gateway.store.sql.engine.create_engine`, migrated.

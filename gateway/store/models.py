@@ -23,10 +23,12 @@ __all__ = [
     "Agent",
     "ApiKey",
     "BargeIn",
+    "BillingAlerts",
     "CallEnd",
     "CallRecord",
     "CallStart",
     "CallStatus",
+    "CarrierAccount",
     "CarrierCredentials",
     "CreatedApiKey",
     "Direction",
@@ -124,6 +126,8 @@ class ApiKey:
     """The agent a publishable key is bound to; None for secret keys."""
     created_at_ms: int
     revoked_at_ms: int | None
+    last_used_at_ms: int | None = None
+    """When the key last authenticated a request (coarse: updated about once a minute)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +180,35 @@ class NumberRoute:
     number: str
     tenant: Tenant
     agent: Agent | None
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierAccount:
+    """The tenant's connected carrier account, without its secrets."""
+
+    carrier: str
+    account_id: str
+    """The public half: Twilio account SID, Plivo auth id or Vonage api key."""
+    account_name: str | None
+    """The account's name as the carrier's REST API reported it at connect time."""
+    account_country: str | None
+    """ISO country code the carrier reported, when it reports one."""
+    connected_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class BillingAlerts:
+    """A tenant's spend-alert settings (``PUT /v1/billing/alerts``).
+
+    Emitting the alert events is the webhooks' job; the ledger only stores these.
+    """
+
+    thresholds_micros: tuple[int, ...]
+    """Balance thresholds, ascending, in micro-dollars."""
+    low_balance_pct: int | None
+    """Warn when the balance falls below this percentage of the last top-up (1-100)."""
+    email_enabled: bool
+    updated_at_ms: int
 
 
 @dataclass(frozen=True, slots=True)

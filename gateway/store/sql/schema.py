@@ -21,6 +21,7 @@ __all__ = [
     "FINAL_STATUSES",
     "agents",
     "api_keys",
+    "billing_alerts",
     "call_transcripts",
     "calls",
     "carrier_credentials",
@@ -102,6 +103,7 @@ api_keys = sa.Table(
     sa.Column("agent_id", sa.ForeignKey("agents.id", ondelete="CASCADE"), nullable=True),
     sa.Column("created_at_ms", sa.BigInteger, nullable=False),
     sa.Column("revoked_at_ms", sa.BigInteger, nullable=True),
+    sa.Column("last_used_at_ms", sa.BigInteger, nullable=True),  # 0002; coarse (about 1 min)
     sa.CheckConstraint(_in("kind", ("secret", "publishable")), name="kind"),
 )
 
@@ -116,6 +118,9 @@ carrier_credentials = sa.Table(
     sa.Column("secret_key_id", sa.String(16), nullable=False),
     sa.Column("secret_ciphertext", sa.LargeBinary, nullable=False),
     sa.Column("updated_at_ms", sa.BigInteger, nullable=False),
+    # 0002: what the carrier's REST API said about the account when it was connected.
+    sa.Column("account_name", sa.String(200), nullable=True),
+    sa.Column("account_country", sa.String(8), nullable=True),
     sa.CheckConstraint(_in("carrier", CARRIERS), name="carrier"),
     sa.Index(None, "carrier", "account_id"),
 )
@@ -191,4 +196,16 @@ ledger = sa.Table(
         " OR (kind = 'adjustment' AND call_id IS NULL)",
         name="kind_amount",
     ),
+)
+
+billing_alerts = sa.Table(  # 0002: spend-alert settings (PUT /v1/billing/alerts)
+    "billing_alerts",
+    metadata,
+    sa.Column("tenant_id", sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    # JSON array of thresholds in micro-dollars, ascending, unique.
+    sa.Column("thresholds_micros", sa.Text, nullable=False),
+    sa.Column("low_balance_pct", sa.Integer, nullable=True),
+    sa.Column("email_enabled", sa.Boolean, nullable=False),
+    sa.Column("updated_at_ms", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("low_balance_pct BETWEEN 1 AND 100", name="low_balance_pct"),
 )
