@@ -132,6 +132,21 @@ class Settings:
     vonage_api_base_url: str | None = None
     """Vonage REST base for hang-ups (``RYMI_VONAGE_API_BASE_URL``); None = api.nexmo.com."""
 
+    vonage_rest_base_url: str | None = None
+    """Vonage account REST base (credential checks, number sync) — a different host from
+    the voice API (``RYMI_VONAGE_REST_BASE_URL``); None = rest.nexmo.com."""
+
+    admin_token: str | None = field(default=None, repr=False)
+    """Bearer token of the operator's /v1/admin endpoints (top-up), at least 32 characters
+    (``RYMI_ADMIN_TOKEN``); None disables them."""
+
+    api_rate_per_key: int = 300
+    """/v1 requests one API key may make per minute, 1-100000 (``RYMI_API_RATE_PER_KEY``)."""
+
+    api_rate_per_tenant: int = 600
+    """/v1 requests all of a tenant's keys may make per minute, 1-100000
+    (``RYMI_API_RATE_PER_TENANT``)."""
+
     def carrier_api_base_url(self, carrier: str) -> str | None:
         """The configured REST base URL for ``carrier``'s hang-up, or None (its default)."""
         return {
@@ -171,6 +186,7 @@ class Settings:
             reaper_stale_after_s=_int(env, "RYMI_REAPER_STALE_AFTER_S", 60, 3 * checkpoint, 86400),
             reaper_interval_s=_int(env, "RYMI_REAPER_INTERVAL_S", 10, 1, 3600),
             **_engine_settings(env),
+            **_api_settings(env),
         )
         return settings
 
@@ -256,6 +272,20 @@ def _engine_settings(env: Mapping[str, str]) -> dict[str, Any]:
             f"{carrier}_api_base_url": _api_base_url(env, f"RYMI_{carrier.upper()}_API_BASE_URL")
             for carrier in ("twilio", "plivo", "vonage")
         },
+    }
+
+
+def _api_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The public API's settings (see the fields' docstrings)."""
+    admin_token = env.get("RYMI_ADMIN_TOKEN")
+    if admin_token is not None and len(admin_token) < 32:
+        # The value is a secret: say what is wrong, never echo it.
+        raise ConfigError("RYMI_ADMIN_TOKEN", "expected at least 32 characters")
+    return {
+        "vonage_rest_base_url": _api_base_url(env, "RYMI_VONAGE_REST_BASE_URL"),
+        "admin_token": admin_token,
+        "api_rate_per_key": _int(env, "RYMI_API_RATE_PER_KEY", 300, 1, 100_000),
+        "api_rate_per_tenant": _int(env, "RYMI_API_RATE_PER_TENANT", 600, 1, 100_000),
     }
 
 

@@ -24,7 +24,7 @@ from gateway.store.coordination import Coordination
 from gateway.store.directory import Directory
 from gateway.store.ledger import Ledger
 
-__all__ = ["ROUTES", "make_api_app"]
+__all__ = ["ROUTES", "bind_api_state", "build_api_app", "make_api_app"]
 
 ROUTES: list[Route] = [
     *telephony.ROUTES,
@@ -51,7 +51,7 @@ def make_api_app(
     settings: ApiSettings,
     carrier_api: CarrierApi,
 ) -> web.Application:
-    """Build the ``/v1`` sub-application.
+    """Build the ``/v1`` sub-application with its state bound.
 
     Args:
         directory: tenants, keys, credentials, agents, numbers.
@@ -60,13 +60,18 @@ def make_api_app(
         settings: limits and the admin token.
         carrier_api: the carriers' REST APIs (its session is the caller's to close).
     """
+    app = build_api_app()
+    bind_api_state(app, directory, ledger, coordination, settings, carrier_api)
+    return app
+
+
+def build_api_app() -> web.Application:
+    """The ``/v1`` sub-application's routes and middlewares, with no state yet.
+
+    The gateway mounts it before start-up and binds its state (:func:`bind_api_state`)
+    from the cleanup context that opens the stores, since those need the running loop.
+    """
     app = web.Application(middlewares=[error_middleware, auth_middleware])
-    app[DIRECTORY] = directory
-    app[LEDGER] = ledger
-    app[COORDINATION] = coordination
-    app[SETTINGS] = settings
-    app[telephony.CARRIER_API] = carrier_api
-    app[LAST_TOUCH] = {}
     auth_of: dict[object, Auth] = {openapi: Auth.NONE}
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
@@ -75,3 +80,20 @@ def make_api_app(
     app[AUTH_OF] = auth_of
     app[_DOCUMENT] = msgspec.json.encode(openapi_document(ROUTES))
     return app
+
+
+def bind_api_state(
+    app: web.Application,
+    directory: Directory,
+    ledger: Ledger,
+    coordination: Coordination,
+    settings: ApiSettings,
+    carrier_api: CarrierApi,
+) -> None:
+    """Give a :func:`build_api_app` application the stores and clients it serves from."""
+    app[DIRECTORY] = directory
+    app[LEDGER] = ledger
+    app[COORDINATION] = coordination
+    app[SETTINGS] = settings
+    app[telephony.CARRIER_API] = carrier_api
+    app[LAST_TOUCH] = {}

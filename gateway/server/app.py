@@ -22,6 +22,8 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
+from gateway.api import ApiSettings, CarrierApi, CarrierApiUrls
+from gateway.api.app import bind_api_state, build_api_app
 from gateway.bridge import is_websocket_pipeline, make_link
 from gateway.bridge.link import AgentLink
 from gateway.call_events import EndReason, HangupRequested, LeaseLost
@@ -71,18 +73,24 @@ def create_app(
         wall_clock: Unix time in seconds (tokens, signatures, record times).
     """
     app = web.Application(client_max_size=_MAX_BODY_BYTES)
-    app.cleanup_ctx.append(_engine_ctx(settings, migrate, links, wall_clock))
+    api = build_api_app()
+    app.cleanup_ctx.append(_engine_ctx(settings, migrate, links, wall_clock, api))
     # Drain on shutdown, before aiohttp cancels the handlers that run the calls.
     app.on_shutdown.append(_on_shutdown)
     app.router.add_route("GET", "/inbound/{provider}", inbound)
     app.router.add_route("POST", "/inbound/{provider}", inbound)
     app.router.add_get("/media/{provider}/{token}", media)
     app.router.add_get("/healthz", healthz)
+    app.add_subapp("/v1", api)
     return app
 
 
 def _engine_ctx(
-    settings: Settings, migrate: bool, links: LinkFactory, wall_clock: Callable[[], float]
+    settings: Settings,
+    migrate: bool,
+    links: LinkFactory,
+    wall_clock: Callable[[], float],
+    api: web.Application,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
@@ -106,6 +114,7 @@ def _engine_ctx(
                 wall_clock=wall_clock,
             )
             app[ENGINE] = engine
+            _bind_api(api, engine)
             stop = asyncio.Event()
             loops = [
                 asyncio.create_task(_renew_loop(engine, stop), name="lease-renew"),
@@ -122,6 +131,31 @@ def _engine_ctx(
                 await asyncio.gather(*loops, return_exceptions=True)
 
     return ctx
+
+
+def _bind_api(api: web.Application, engine: Engine) -> None:
+    """Serve ``/v1`` from this process's stores, coordination and HTTP client."""
+    settings = engine.settings
+    defaults = CarrierApiUrls()
+    urls = CarrierApiUrls(
+        twilio=settings.twilio_api_base_url or defaults.twilio,
+        plivo=settings.plivo_api_base_url or defaults.plivo,
+        vonage=settings.vonage_rest_base_url or defaults.vonage,
+    )
+    api_settings = ApiSettings(
+        admin_token=settings.admin_token,
+        requests_per_minute_per_key=settings.api_rate_per_key,
+        requests_per_minute_per_tenant=settings.api_rate_per_tenant,
+    )
+    state = engine.state
+    bind_api_state(
+        api,
+        state.directory,
+        state.ledger,
+        engine.coordination,
+        api_settings,
+        CarrierApi(engine.http, urls),
+    )
 
 
 async def _token_registry(settings: Settings, stack: contextlib.AsyncExitStack) -> TokenUseRegistry:
