@@ -102,3 +102,33 @@ def test_master_key_values_are_not_echoed_in_errors() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({"RYMI_MASTER_KEYS": "TOPSECRETVALUE"})
     assert "TOPSECRETVALUE" not in str(info.value)
+
+
+def test_api_settings_are_read_and_the_admin_token_never_echoed() -> None:
+    token = "t0ken-" + "x" * 30
+    settings = Settings.from_env(
+        {
+            "RYMI_ADMIN_TOKEN": token,
+            "RYMI_API_RATE_PER_KEY": "10",
+            "RYMI_API_RATE_PER_TENANT": "20",
+            "RYMI_VONAGE_REST_BASE_URL": "http://127.0.0.1:9000/",
+        }
+    )
+    assert settings.admin_token == token
+    assert (settings.api_rate_per_key, settings.api_rate_per_tenant) == (10, 20)
+    assert settings.vonage_rest_base_url == "http://127.0.0.1:9000"
+    assert token not in repr(settings)
+
+
+def test_a_short_admin_token_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"RYMI_ADMIN_TOKEN": "canary-short"})
+    assert caught.value.field == "RYMI_ADMIN_TOKEN"
+    assert "32" in str(caught.value)
+    assert "canary-short" not in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["0", "100001", "many"])
+def test_api_rates_out_of_range_name_the_variable_and_range(value: str) -> None:
+    with pytest.raises(ConfigError, match="RYMI_API_RATE_PER_KEY: expected an integer 1-100000"):
+        Settings.from_env({"RYMI_API_RATE_PER_KEY": value})
