@@ -147,6 +147,49 @@ class Settings:
     """/v1 requests all of a tenant's keys may make per minute, 1-100000
     (``RYMI_API_RATE_PER_TENANT``)."""
 
+    # -- webhooks (docs/webhooks.md) ---------------------------------------------------
+
+    webhook_dev_mode: bool = False
+    """Development mode for webhook targets (``RYMI_WEBHOOK_DEV_MODE``, true/false):
+    ``http://`` to loopback hosts and private/loopback addresses are allowed. Never in
+    production: it lets tenants make the gateway POST into the operator's network."""
+
+    webhook_attempt_timeout_s: float = 3.0
+    """Seconds each delivery attempt may take, connect to response, 0.1-30
+    (``RYMI_WEBHOOK_ATTEMPT_TIMEOUT_S``)."""
+
+    webhook_max_attempts: int = 5
+    """Attempts per delivery before it is dead-lettered, 1-20 (``RYMI_WEBHOOK_MAX_ATTEMPTS``)."""
+
+    webhook_retry_base_s: float = 1.0
+    """Seconds between the first and second attempt; each later gap doubles (1, 2, 4, 8 s),
+    0.01-600 (``RYMI_WEBHOOK_RETRY_BASE_S``)."""
+
+    webhook_retry_jitter: float = 0.2
+    """Relative jitter of each gap (0.2 = ±20 %), 0-0.5 (``RYMI_WEBHOOK_RETRY_JITTER``)."""
+
+    webhook_lease_s: float = 30.0
+    """Seconds a dispatcher holds a claimed delivery; a delivery whose dispatcher died is
+    retried after this. At least the attempt timeout + 1, at most 3600
+    (``RYMI_WEBHOOK_LEASE_S``)."""
+
+    webhook_poll_interval_s: float = 1.0
+    """Longest pause between looks at the outbox, seconds, 0.01-60
+    (``RYMI_WEBHOOK_POLL_INTERVAL_S``)."""
+
+    webhook_rotation_window_s: int = 86_400
+    """Seconds a rotated-out webhook secret keeps signing deliveries (beside the new one),
+    0-2592000 (``RYMI_WEBHOOK_ROTATION_WINDOW_S``; default 24 h)."""
+
+    webhook_alert_interval_s: int = 3600
+    """At most one dead-letter alert per endpoint per this many seconds, 1-86400
+    (``RYMI_WEBHOOK_ALERT_INTERVAL_S``)."""
+
+    smtp_url: str | None = field(default=None, repr=False)
+    """Mail server for dead-letter alerts (``RYMI_SMTP_URL``):
+    ``smtp://[user:pass@]host[:port][?starttls=true&from=addr]`` or ``smtps://...``;
+    None = alerts are a log line and a metric only."""
+
     def carrier_api_base_url(self, carrier: str) -> str | None:
         """The configured REST base URL for ``carrier``'s hang-up, or None (its default)."""
         return {
@@ -187,6 +230,7 @@ class Settings:
             reaper_interval_s=_int(env, "RYMI_REAPER_INTERVAL_S", 10, 1, 3600),
             **_engine_settings(env),
             **_api_settings(env),
+            **_webhook_settings(env),
         )
         return settings
 
@@ -287,6 +331,58 @@ def _api_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "api_rate_per_key": _int(env, "RYMI_API_RATE_PER_KEY", 300, 1, 100_000),
         "api_rate_per_tenant": _int(env, "RYMI_API_RATE_PER_TENANT", 600, 1, 100_000),
     }
+
+
+def _webhook_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The webhook dispatcher's settings (see the fields' docstrings)."""
+    timeout = _float(env, "RYMI_WEBHOOK_ATTEMPT_TIMEOUT_S", 3.0, 0.1, 30.0)
+    smtp_url = env.get("RYMI_SMTP_URL")
+    if smtp_url is not None:
+        parts = urlsplit(smtp_url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            # May hold a password: never echo it.
+            raise ConfigError(
+                "RYMI_SMTP_URL", "expected smtp://[user:pass@]host[:port] or smtps://"
+            )
+    return {
+        "webhook_dev_mode": _bool(env, "RYMI_WEBHOOK_DEV_MODE", default=False),
+        "webhook_attempt_timeout_s": timeout,
+        "webhook_max_attempts": _int(env, "RYMI_WEBHOOK_MAX_ATTEMPTS", 5, 1, 20),
+        "webhook_retry_base_s": _float(env, "RYMI_WEBHOOK_RETRY_BASE_S", 1.0, 0.01, 600.0),
+        "webhook_retry_jitter": _float(env, "RYMI_WEBHOOK_RETRY_JITTER", 0.2, 0.0, 0.5),
+        "webhook_lease_s": _float(env, "RYMI_WEBHOOK_LEASE_S", 30.0, timeout + 1, 3600.0),
+        "webhook_poll_interval_s": _float(env, "RYMI_WEBHOOK_POLL_INTERVAL_S", 1.0, 0.01, 60.0),
+        "webhook_rotation_window_s": _int(
+            env, "RYMI_WEBHOOK_ROTATION_WINDOW_S", 86_400, 0, 2_592_000
+        ),
+        "webhook_alert_interval_s": _int(env, "RYMI_WEBHOOK_ALERT_INTERVAL_S", 3600, 1, 86_400),
+        "smtp_url": smtp_url,
+    }
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"expected a number {low:g}-{high:g}, got {raw[:40]!r}") from None
+    if not low <= value <= high:  # also refuses nan
+        raise ConfigError(name, f"expected a number {low:g}-{high:g}, got {value:g}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"expected true or false, got {raw[:20]!r}")
 
 
 def _namespace(raw: str) -> str:

@@ -345,6 +345,8 @@ class GatewayMetrics:
                 self.frames_total.labels(carrier, direction.value)
             for outcome in EndReason:
                 self.calls_total.labels(carrier, outcome.value)
+        for direction in Direction:
+            self.added_latency.labels(direction.value)
         for reason in RefusalReason:
             self.refusals_total.labels(reason.value)
         for drop in DropReason:

@@ -8,8 +8,19 @@ server. ``--redis-url`` / ``--database-url`` (or ``RYMI_REDIS_URL`` /
 migrated or seeded here (run ``rymi-gateway db upgrade`` once per release, so instances
 starting together do not race).
 
-SIGTERM and SIGINT drain: live calls are ended with reason ``drain`` and finalized
-before the process exits. uvloop is used when it is installed.
+Logging is configured first (``RYMI_LOG_FORMAT`` text or json, ``RYMI_LOG_LEVEL``), and
+the admin token and master keys are registered with the log safety net before anything
+else can log them.
+
+SIGTERM and SIGINT drain (:class:`~gateway.ops.drain.Drain`, docs/operations.md): the
+instance stops being ready and refuses new answers with 503 at once, live calls run to
+their end or to ``RYMI_DRAIN_DEADLINE_S``; a second signal or the deadline hangs the rest
+up (reason ``drain``, each finalized and billed); then the process exits 0.
+
+``--workers N`` (N > 1) runs a supervising parent (:class:`~gateway.ops.Supervisor`)
+that starts N copies of ``serve --worker`` bound to the same port with SO_REUSEPORT and
+sharing one prometheus-client multiprocess directory; it needs Redis and PostgreSQL
+(:func:`~gateway.ops.check_workers`). uvloop is used when it is installed.
 """
 
 from __future__ import annotations
@@ -20,8 +31,10 @@ import contextlib
 import dataclasses
 import logging
 import os
-import signal
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 __all__ = ["register", "run"]
 
@@ -40,6 +53,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     cmd.add_argument("--redis-url", default=None, help="Redis for a fleet (RYMI_REDIS_URL)")
     cmd.add_argument("--database-url", default=None, help="SQL database (RYMI_DATABASE_URL)")
     cmd.add_argument("--no-demo", action="store_true", help="do not seed the demo tenant on SQLite")
+    cmd.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port (SO_REUSEPORT); >1 needs Redis and PostgreSQL",
+    )
+    # Internal: how the supervisor starts each worker (binds with SO_REUSEPORT).
+    cmd.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     cmd.set_defaults(serve=True)
 
 
@@ -47,11 +68,15 @@ def run(args: argparse.Namespace) -> int:
     """Run the server until SIGTERM/SIGINT; returns the exit code."""
     from gateway.config import Settings, normalize_database_url
     from gateway.errors import ConfigError, GatewayError
+    from gateway.log import configure_logging
+    from gateway.ops.settings import OpsSettings
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step
+    try:
+        ops = OpsSettings.from_env(os.environ)  # first: the other errors get logged its way
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - the CLI's error output
+        return 2
+    configure_logging(ops.log_format, ops.log_level)
     try:
         settings = Settings.from_env(os.environ)
         overrides: dict[str, object] = {}
@@ -66,11 +91,19 @@ def run(args: argparse.Namespace) -> int:
         if args.database_url:
             overrides["database_url"] = normalize_database_url(args.database_url, "--database-url")
         settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+        from gateway.ops.secrets import register_settings_secrets
+        from gateway.ops.supervisor import check_workers
+
+        register_settings_secrets(settings)
+
+        check_workers(settings, args.workers)
         with contextlib.suppress(ImportError):
             import uvloop  # type: ignore[import-not-found, unused-ignore]
 
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        return asyncio.run(_serve(settings, demo=not args.no_demo))
+        if args.workers > 1 and not args.worker:
+            return _supervise(args)
+        return asyncio.run(_serve(settings, ops, demo=not args.no_demo, reuse_port=args.worker))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - the CLI's error output
         return 2
@@ -79,13 +112,40 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-async def _serve(settings: object, *, demo: bool) -> int:
+def _supervise(args: argparse.Namespace) -> int:
+    """The parent of ``--workers N``: start N ``serve --worker`` processes and watch them."""
+    from gateway.ops import MULTIPROC_ENV, Supervisor
+
+    command = [sys.executable, "-m", "gateway", "serve", "--worker", "--no-demo"]
+    for flag, value in (
+        ("--host", args.host),
+        ("--port", args.port),
+        ("--redis-url", args.redis_url),
+        ("--database-url", args.database_url),
+    ):
+        if value is not None:
+            command += [flag, str(value)]
+    configured = os.environ.get(MULTIPROC_ENV, "").strip()
+    directory = Path(configured or tempfile.mkdtemp(prefix="rymi-metrics-"))
+    log.info("starting %d workers (metrics directory %s)", args.workers, directory)
+    try:
+        supervisor = Supervisor(args.workers, command, multiprocess_dir=directory)
+        return asyncio.run(supervisor.run())
+    finally:
+        if not configured:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _serve(settings: object, ops: object, *, demo: bool, reuse_port: bool = False) -> int:
     from aiohttp import web
 
+    from gateway.call_events import EndReason, HangupRequested
     from gateway.config import Settings
-    from gateway.server import create_app
+    from gateway.ops import Drain, OpsSettings
+    from gateway.server import ENGINE, METRICS, create_app
 
     assert isinstance(settings, Settings)
+    assert isinstance(ops, OpsSettings)
     embedded = settings.database_url.startswith("sqlite")
     if embedded:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -94,18 +154,50 @@ async def _serve(settings: object, *, demo: bool) -> int:
     else:
         for carrier in ("twilio", "plivo", "vonage"):
             log.info("answer URL for %s: %s/inbound/%s", carrier, settings.base_url, carrier)
-    app = create_app(settings, migrate=embedded)
+    app = create_app(settings, migrate=embedded, ops=ops)
+    metrics = app[METRICS]
+
+    def live_calls() -> int:
+        engine = app.get(ENGINE)
+        return 0 if engine is None else len(engine.live)
+
+    async def wait_empty() -> None:
+        engine = app.get(ENGINE)
+        if engine is not None:
+            await engine.live.wait_empty()
+
+    def hang_up_all() -> None:
+        engine = app.get(ENGINE)
+        if engine is None:
+            return
+        for call_id in list(engine.live.calls):
+            engine.live.post(call_id, HangupRequested(EndReason.DRAIN))
+
+    def on_draining(draining: bool) -> None:
+        engine = app.get(ENGINE)
+        if engine is not None:
+            engine.draining = draining  # /readyz and the answer route answer 503 from now
+        metrics.set_draining(draining)
+
+    drain = Drain(
+        live_calls=live_calls,
+        wait_empty=wait_empty,
+        hang_up_all=hang_up_all,
+        on_draining=on_draining,
+        deadline_s=ops.drain_deadline_s,
+    )
+    # Installed before start-up, so a SIGTERM during migrations drains instead of killing.
+    drain.install(asyncio.get_running_loop())
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0)
-    await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.port).start()
-    log.info("rymi-gateway listening on %s:%d", settings.host, settings.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
-        log.info("draining: ending live calls")
+        await runner.setup()
+        if drain.draining:
+            on_draining(True)  # the signal came while the engine was starting
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
+        await site.start()
+        log.info("rymi-gateway listening on %s:%d", settings.host, settings.port)
+        left = await drain.run()
+        log.info("drained (%d call(s) left); shutting down", left)
     finally:
         await runner.cleanup()
     return 0

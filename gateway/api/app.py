@@ -13,7 +13,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from gateway.api import agents, billing, calls, keys, numbers, telephony
+from gateway.api import agents, billing, calls, keys, numbers, telephony, webhooks
 from gateway.api.auth import AUTH_OF, LAST_TOUCH, SETTINGS, Auth, auth_middleware
 from gateway.api.carrier_api import CarrierApi
 from gateway.api.errors import error_middleware
@@ -33,6 +33,7 @@ ROUTES: list[Route] = [
     *calls.ROUTES,
     *billing.ROUTES,
     *keys.ROUTES,
+    *webhooks.ROUTES,
 ]
 """Every operation of the API (the OpenAPI document is generated from this)."""
 

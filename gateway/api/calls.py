@@ -2,14 +2,15 @@
 
 Statuses use the SDK's vocabulary (``queued | ringing | in_progress | completed |
 failed | no_answer | busy | canceled``); a call the ledger holds as ``live`` is
-``in_progress`` (this gateway records a call when it answers it, so it has no
-``queued``/``ringing`` calls until outbound dialing exists: filtering on them gives an
-empty page).
+``in_progress``. ``queued`` is an outbound call the carrier is dialing (the carriers do
+not tell us when it starts ringing, so there are no ``ringing`` calls: filtering on it
+gives an empty page). "Active" calls are the queued and the in-progress ones: both hold
+a concurrency slot.
 
 ``POST /v1/calls/{id}/end`` finds the gateway instance that owns the call's lease and
 sends it a hang-up command through the coordination backend (any instance of a fleet
 may receive the request); a call that is not live is a 404. Outbound dialing
-(``POST /v1/calls``) is not implemented yet (see docs/api.md).
+(``POST /v1/calls``) is :mod:`gateway.api.dialing`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 
 from aiohttp import web
 
+from gateway.api.dialing import cancel_queued, create_call
 from gateway.api.http import (
     COORDINATION,
     LEDGER,
@@ -30,10 +32,12 @@ from gateway.api.http import (
 from gateway.api.routes import Route
 from gateway.api.schemas import (
     CallBilling,
+    CallCreated,
     CallEnded,
     CallList,
     CallOut,
     CallsQuery,
+    CreateCall,
     Transcript,
     TranscriptLineOut,
 )
@@ -46,7 +50,8 @@ __all__ = ["ROUTES", "call_out"]
 
 _API_STATUS = {CallStatus.LIVE: "in_progress"}
 _STORE_STATUS: dict[str, list[CallStatus]] = {"in_progress": [CallStatus.LIVE]}
-_NEVER = frozenset({"queued", "ringing"})  # no such calls before outbound dialing exists
+_NEVER = frozenset({"ringing"})  # the carriers' create responses do not report ringing
+_ACTIVE = [CallStatus.QUEUED, CallStatus.LIVE]
 _HANGUP_REASON = "admin_hangup"  # gateway.call_events.EndReason.ADMIN_HANGUP
 
 
@@ -77,6 +82,7 @@ def call_out(record: CallRecord, transcript: list[TranscriptLine] | None = None)
             cost_usd=cost,
         ),
         transcript=None if transcript is None else [_line(line) for line in transcript],
+        remote_number=record.remote_number,
     )
 
 
@@ -114,8 +120,8 @@ async def list_calls(request: web.Request) -> web.Response:
 
 
 async def active_calls(request: web.Request) -> web.Response:
-    """The tenant's live calls, newest first."""
-    return await _page(request, [CallStatus.LIVE])
+    """The tenant's queued and live calls, newest first."""
+    return await _page(request, _ACTIVE)
 
 
 async def get_call(request: web.Request) -> web.Response:
@@ -134,9 +140,15 @@ async def get_transcript(request: web.Request) -> web.Response:
 
 
 async def end_call(request: web.Request) -> web.Response:
-    """Hang up a live call on whichever gateway instance runs it."""
-    record = await request.app[LEDGER].get_call(request.match_info["call_id"], request[TENANT])
+    """Hang up a live call on whichever gateway instance runs it; cancel a queued one."""
+    ledger = request.app[LEDGER]
+    record = await ledger.get_call(request.match_info["call_id"], request[TENANT])
     not_live = api_error(404, "call_not_live", "Call not live", f"call {record.id} is not live")
+    if record.status is CallStatus.QUEUED:
+        if await cancel_queued(request, record):
+            message = "The call was canceled before it was answered."
+            return json_response(CallEnded("canceled", record.id, message))
+        record = await ledger.get_call(record.id)  # answered (or ended) meanwhile
     if record.final:
         raise not_live
     try:
@@ -150,6 +162,16 @@ async def end_call(request: web.Request) -> web.Response:
 
 
 ROUTES = [
+    Route(
+        "POST",
+        "/calls",
+        create_call,
+        "Dial a PSTN participant (outbound call)",
+        "calls",
+        body=CreateCall,
+        responses={202: CallCreated},
+        errors=(402, 404, 409, 429, 501, 502),
+    ),
     Route(
         "GET",
         "/calls",

@@ -1,4 +1,5 @@
-"""The carriers' REST APIs, as far as the API needs them: check credentials, list numbers.
+"""The carriers' REST APIs, as far as the API needs them: check credentials, list
+numbers, place outbound calls.
 
 One method pair per carrier, each a single documented call:
 
@@ -13,6 +14,22 @@ One method pair per carrier, each a single documented call:
   ``index``/``size``) on rest.nexmo.com, HTTP Basic ``api_key:api_secret``
   (developer.vonage.com/en/api/account, /api/numbers). Vonage reports no account name,
   so the API key stands in for it.
+
+Outbound calls (:meth:`CarrierApi.dial`):
+
+* Twilio ``POST /2010-04-01/Accounts/{AccountSid}/Calls.json``, form fields ``To``,
+  ``From``, ``Url`` (our answer URL), ``Method=POST``, ``Timeout`` (seconds of ringing);
+  201 with the call's ``sid`` (twilio.com/docs/voice/api/call-resource#create-a-call-resource).
+* Plivo ``POST /v1/Account/{auth_id}/Call/``, JSON ``from``, ``to`` (digits, no ``+``),
+  ``answer_url``, ``answer_method=POST``, ``ring_timeout``; 201 with ``request_uuid``
+  (plivo.com/docs/voice/api/call/make-a-call). Plivo's answer request carries it back as
+  ``RequestUUID``, beside the call's own ``CallUUID``.
+* Cancelling a call still ringing (:meth:`CarrierApi.cancel`): Twilio ``POST
+  .../Calls/{CallSid}.json`` with ``Status=canceled``; Plivo ``DELETE
+  /v1/Account/{auth_id}/Request/{request_uuid}/`` (plivo.com/docs/voice/api/request).
+* Vonage: ``POST /v1/calls`` on api.nexmo.com authenticates with an *application* JWT
+  signed by the application's private key (developer.vonage.com/en/api/voice#createCall),
+  which the tenant's connection (api key and secret) does not include; not supported.
 
 A 401 or 403 from the carrier means the credentials are wrong
 (:class:`~gateway.errors.CarrierApiError` with ``rejected=True``); anything else that
@@ -37,7 +54,7 @@ from gateway.store.models import (
     VonageCredentials,
 )
 
-__all__ = ["CarrierAccountInfo", "CarrierApi", "CarrierApiUrls", "CarrierNumber"]
+__all__ = ["CarrierAccountInfo", "CarrierApi", "CarrierApiUrls", "CarrierNumber", "Dial"]
 
 _MAX_PAGES = 20  # numbers are synced on request; a bound keeps one request bounded
 _TIMEOUT = aiohttp.ClientTimeout(total=10)
@@ -69,6 +86,20 @@ class CarrierNumber:
     phone_number: str
     """E.164."""
     status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """An outbound call to place."""
+
+    to_number: str
+    """E.164 callee."""
+    from_number: str
+    """E.164 caller ID (one of the tenant's numbers)."""
+    answer_url: str
+    """Our answer URL for this call; the carrier requests it when the callee answers."""
+    ring_timeout_s: int
+    """Seconds the carrier lets it ring before giving up."""
 
 
 class CarrierApi:
@@ -150,20 +181,77 @@ class CarrierApi:
                 if len(items) < 100 or not isinstance(count, int) or index * 100 >= count:
                     return
 
+    async def dial(self, credentials: CarrierCredentials, dial: Dial) -> str:
+        """Ask the carrier to place ``dial``; returns the carrier's id for the request
+        (Twilio call ``sid``, Plivo ``request_uuid``). Raises CarrierApiError."""
+        if isinstance(credentials, TwilioCredentials):
+            url = f"{self.urls.twilio}/2010-04-01/Accounts/{credentials.account_id}/Calls.json"
+            form = {
+                "To": dial.to_number,
+                "From": dial.from_number,
+                "Url": dial.answer_url,
+                "Method": "POST",
+                "Timeout": str(dial.ring_timeout_s),
+            }
+            body = await self._send(credentials, "POST", url, data=form, ok=(200, 201))
+            return _id(body, "sid", "twilio")
+        if isinstance(credentials, PlivoCredentials):
+            url = f"{self.urls.plivo}/v1/Account/{quote(credentials.account_id)}/Call/"
+            payload = {
+                "from": dial.from_number.lstrip("+"),
+                "to": dial.to_number.lstrip("+"),
+                "answer_url": dial.answer_url,
+                "answer_method": "POST",
+                "ring_timeout": dial.ring_timeout_s,
+            }
+            body = await self._send(credentials, "POST", url, json=payload, ok=(200, 201))
+            return _id(body, "request_uuid", "plivo")
+        raise CarrierApiError(
+            credentials.carrier, "outbound calls are not supported for this carrier", rejected=False
+        )
+
+    async def cancel(self, credentials: CarrierCredentials, carrier_call_id: str) -> None:
+        """Stop a call the carrier is still dialing (the id :meth:`dial` returned)."""
+        if isinstance(credentials, TwilioCredentials):
+            base = f"{self.urls.twilio}/2010-04-01/Accounts/{credentials.account_id}"
+            url = f"{base}/Calls/{quote(carrier_call_id)}.json"
+            await self._send(credentials, "POST", url, data={"Status": "canceled"}, raw=True)
+        elif isinstance(credentials, PlivoCredentials):
+            base = f"{self.urls.plivo}/v1/Account/{quote(credentials.account_id)}"
+            url = f"{base}/Request/{quote(carrier_call_id)}/"
+            await self._send(credentials, "DELETE", url, ok=(200, 204), raw=True)
+        else:
+            raise CarrierApiError(credentials.carrier, "unsupported carrier", rejected=False)
+
     async def _get(self, credentials: CarrierCredentials, url: str) -> dict[str, Any]:
+        return await self._send(credentials, "GET", url)
+
+    async def _send(
+        self,
+        credentials: CarrierCredentials,
+        method: str,
+        url: str,
+        *,
+        ok: tuple[int, ...] = (200,),
+        raw: bool = False,
+        **payload: Any,
+    ) -> dict[str, Any]:
+        """One request; the JSON object it answered (``raw``: ``{}``, body unread)."""
         carrier = credentials.carrier
         secret = credentials.secret_fields()
         password = secret.get("auth_token") or secret["api_secret"]
         headers = {"Authorization": aiohttp.encode_basic_auth(credentials.account_id, password)}
         try:
-            async with self.session.get(url, headers=headers, timeout=_TIMEOUT) as response:
+            async with self.session.request(
+                method, url, headers=headers, timeout=_TIMEOUT, **payload
+            ) as response:
                 if response.status in (401, 403):
                     raise CarrierApiError(carrier, "the credentials were rejected", rejected=True)
-                if response.status != 200:
+                if response.status not in ok:
                     raise CarrierApiError(
                         carrier, f"API answered HTTP {response.status}", rejected=False
                     )
-                body = await response.json(content_type=None)
+                body = {} if raw else await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise CarrierApiError(
                 carrier, f"API unreachable ({type(exc).__name__})", rejected=False
@@ -171,6 +259,15 @@ class CarrierApi:
         if not isinstance(body, dict):
             raise CarrierApiError(carrier, "API answered a non-object body", rejected=False)
         return body
+
+
+def _id(body: dict[str, Any], key: str, carrier: str) -> str:
+    value = body.get(key)
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]  # Plivo's request_uuid is a list when several numbers are dialed
+    if not isinstance(value, str) or not 1 <= len(value) <= 128:
+        raise CarrierApiError(carrier, f"call create answered without a {key}", rejected=False)
+    return value
 
 
 def _vonage(credentials: CarrierCredentials) -> VonageCredentials:

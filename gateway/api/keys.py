@@ -9,6 +9,13 @@ The SDK's ``keys.create(kind, scopes, label)`` sends ``kind`` (``account`` or
 secret key has full access to its account, so a request for narrower ``scopes`` is
 refused (400) rather than silently granted more than it asked for; ``[]`` and ``["*"]``
 mean full access.
+
+``/v1/keys/publishable``: publishable keys (``sb_publishable_...``), each bound to one
+agent, with the scoping docs.rymi.live/api/keys.html describes (``allowed_channels``
+``web``/``phone``, default ``["web"]``; ``audience`` ``sdk``/``landing_demo``, default
+``sdk``; an optional ``default_from_number``, which must be one of the account's
+numbers). They are stored like secret keys (SHA-256 hash, plaintext shown once) and are
+refused on every endpoint of this API (:mod:`gateway.api.auth`).
 """
 
 from __future__ import annotations
@@ -17,9 +24,21 @@ from aiohttp import web
 
 from gateway.api.http import API_KEY, DIRECTORY, TENANT, iso_ms, json_response, read_json
 from gateway.api.routes import Route
-from gateway.api.schemas import CreatedKey, CreateKey, KeyList, KeyOut, KeyRevoked, Me
-from gateway.errors import ValidationError
-from gateway.store.models import KeyKind
+from gateway.api.schemas import (
+    CreatedKey,
+    CreatedPublishableKey,
+    CreateKey,
+    CreatePublishableKey,
+    KeyList,
+    KeyOut,
+    KeyRevoked,
+    Me,
+    PublishableKeyList,
+    PublishableKeyOut,
+    Success,
+)
+from gateway.errors import NotFoundError, ValidationError
+from gateway.store.models import ApiKey, KeyKind
 
 __all__ = ["ROUTES"]
 
@@ -71,6 +90,72 @@ async def revoke_key(request: web.Request) -> web.Response:
     return json_response(KeyRevoked("revoked", key_id))
 
 
+async def create_publishable_key(request: web.Request) -> web.Response:
+    """Create a publishable key bound to one agent; the plaintext is in the response, once."""
+    body = await read_json(request, CreatePublishableKey)
+    directory, tenant = request.app[DIRECTORY], request[TENANT]
+    if body.default_from_number is not None:
+        numbers = {n.number for n in await directory.list_numbers(tenant)}
+        if body.default_from_number not in numbers:
+            raise ValidationError("default_from_number", "expected one of this account's numbers")
+    created = await directory.create_api_key(
+        tenant,
+        KeyKind.PUBLISHABLE,
+        label=body.label,
+        agent_id=body.agent_id,
+        allowed_channels=tuple(body.allowed_channels or ()),
+        audience=body.audience,
+        default_from_number=body.default_from_number,
+    )
+    key = created.key
+    assert key.agent_id is not None
+    assert key.audience is not None
+    result = CreatedPublishableKey(
+        id=key.id,
+        key=created.plaintext.reveal(),
+        key_prefix=key.key_prefix,
+        agent_id=key.agent_id,
+        label=key.label,
+        allowed_channels=list(key.allowed_channels),
+        audience=key.audience,
+        default_from_number=key.default_from_number,
+        created_at=iso_ms(key.created_at_ms) or "",
+    )
+    return json_response(result, status=201)
+
+
+def _publishable_out(key: ApiKey) -> PublishableKeyOut:
+    return PublishableKeyOut(
+        id=key.id,
+        key_prefix=key.key_prefix,
+        agent_id=key.agent_id or "",
+        label=key.label,
+        allowed_channels=list(key.allowed_channels),
+        audience=key.audience or "sdk",
+        default_from_number=key.default_from_number,
+        last_used_at=iso_ms(key.last_used_at_ms),
+        created_at=iso_ms(key.created_at_ms) or "",
+    )
+
+
+async def list_publishable_keys(request: web.Request) -> web.Response:
+    """The tenant's active publishable keys (prefixes only)."""
+    keys = await request.app[DIRECTORY].list_api_keys(request[TENANT])
+    items = [_publishable_out(k) for k in keys if k.kind is KeyKind.PUBLISHABLE]
+    return json_response(PublishableKeyList(items))
+
+
+async def revoke_publishable_key(request: web.Request) -> web.Response:
+    """Revoke one of the tenant's publishable keys (a secret key's id is a 404 here)."""
+    key_id = request.match_info["key_id"]
+    directory, tenant = request.app[DIRECTORY], request[TENANT]
+    keys = await directory.list_api_keys(tenant)
+    if not any(k.id == key_id and k.kind is KeyKind.PUBLISHABLE for k in keys):
+        raise NotFoundError(f"publishable key {key_id}: not found")
+    await directory.revoke_api_key(tenant, key_id)
+    return json_response(Success(True))
+
+
 async def me(request: web.Request) -> web.Response:
     """The tenant and key making the request, and its carrier connection."""
     account = await request.app[DIRECTORY].carrier_account(request[TENANT])
@@ -105,5 +190,31 @@ ROUTES = [
         "Revoke an API key",
         "keys",
         responses={200: KeyRevoked},
+    ),
+    Route(
+        "POST",
+        "/keys/publishable",
+        create_publishable_key,
+        "Create a publishable key bound to an agent",
+        "keys",
+        body=CreatePublishableKey,
+        responses={201: CreatedPublishableKey},
+        errors=(404,),
+    ),
+    Route(
+        "GET",
+        "/keys/publishable",
+        list_publishable_keys,
+        "List publishable keys",
+        "keys",
+        responses={200: PublishableKeyList},
+    ),
+    Route(
+        "DELETE",
+        "/keys/publishable/{key_id}",
+        revoke_publishable_key,
+        "Revoke a publishable key",
+        "keys",
+        responses={200: Success},
     ),
 ]

@@ -27,12 +27,14 @@ _REF = "#/components/schemas/{name}"
 _ERROR_TITLES = {
     400: "Invalid request (the message names the field and the expected shape)",
     401: "Missing, unknown, revoked or publishable API key",
+    402: "Balance depleted; top up first",
     404: "No such object in this account",
     409: "Conflict",
     413: "Body too large",
     429: "Too many requests; see Retry-After",
     500: "Internal or storage failure",
-    502: "The carrier's API could not be reached",
+    501: "Not supported by this gateway or carrier",
+    502: "The carrier's API could not be reached or refused the request",
     503: "Coordination backend unavailable",
 }
 _PATH_PARAMS = {
@@ -41,6 +43,8 @@ _PATH_PARAMS = {
     "call_id": "Call id",
     "key_id": "API key id",
     "tenant_id": "Tenant id",
+    "webhook_id": "Webhook id (wh_...)",
+    "delivery_id": "Delivery id (dlv_...)",
 }
 
 

@@ -238,6 +238,56 @@ class KeyRevoked(Struct):
     id: str
 
 
+Channel = Literal["web", "phone"]
+
+
+class CreatePublishableKey(Struct):
+    """``POST /v1/keys/publishable`` (docs.rymi.live/api/keys.html)."""
+
+    agent_id: Annotated[str, Meta(max_length=64)]
+    label: Annotated[str, Meta(min_length=1, max_length=100)]
+    allowed_channels: Annotated[list[Channel], Meta(min_length=1, max_length=2)] | None = None
+    """Default ``["web"]``."""
+    audience: Literal["sdk", "landing_demo"] | None = None
+    """Default ``sdk``."""
+    default_from_number: Annotated[str, Meta(max_length=32)] | None = None
+    """E.164; one of the account's registered numbers."""
+
+
+class CreatedPublishableKey(Struct):
+    """The new publishable key; ``key`` is shown here once and never again."""
+
+    id: str
+    key: str
+    key_prefix: str
+    agent_id: str
+    label: str | None
+    allowed_channels: list[str]
+    audience: str
+    default_from_number: str | None
+    created_at: Timestamp
+
+
+class PublishableKeyOut(Struct):
+    id: str
+    key_prefix: str
+    agent_id: str
+    label: str | None
+    allowed_channels: list[str]
+    audience: str
+    default_from_number: str | None
+    last_used_at: Timestamp | None
+    created_at: Timestamp
+
+
+class PublishableKeyList(Struct):
+    keys: list[PublishableKeyOut]
+
+
+class Success(Struct):
+    success: bool
+
+
 # -- billing ---------------------------------------------------------------------------
 
 
@@ -413,6 +463,8 @@ class CallOut(Struct, omit_defaults=True):
     total_cost: Usd | None
     billing: CallBilling
     transcript: list[TranscriptLineOut] | None = None
+    remote_number: str | None = None
+    """The other party of an outbound call (E.164)."""
 
 
 class CallList(Struct):
@@ -429,9 +481,60 @@ class Transcript(Struct):
 
 
 class CallEnded(Struct):
-    status: Literal["ending"]
+    """A hang-up sent to a live call (``ending``), or a queued call stopped (``canceled``)."""
+
+    status: Literal["ending", "canceled"]
     id: str
     message: str
+
+
+class ParticipantIn(Struct):
+    """A call participant. This gateway dials PSTN participants only."""
+
+    transport: Annotated[str, Meta(max_length=16, description="pstn")]
+    identity: Annotated[str, Meta(max_length=32, description="E.164 number to dial")]
+    from_number: Annotated[str, Meta(max_length=32)] | None = None
+    """Caller ID: one of the account's numbers (default: a number attached to the agent)."""
+    metadata: dict[str, Any] | None = None
+
+
+class CreateCall(Struct):
+    """``POST /v1/calls`` (docs.rymi.live/api/calls.html); exactly one PSTN participant.
+
+    ``metadata``, ``variables`` and ``post_call`` are accepted and not used by the gateway.
+    """
+
+    agent_id: Annotated[str, Meta(max_length=64)]
+    participants: Annotated[list[ParticipantIn], Meta(max_length=10)]
+    metadata: dict[str, Any] | None = None
+    variables: dict[str, Any] | None = None
+    post_call: dict[str, Any] | None = None
+
+
+class ParticipantOut(Struct):
+    id: str
+    transport: Literal["pstn"]
+    identity: str
+    status: Literal["joining"]
+    telephony_leg_id: str
+
+
+class AgentRef(Struct):
+    id: str
+    name: str
+
+
+class CallCreated(Struct):
+    """A queued outbound call (202): the carrier is dialing the participant."""
+
+    id: str
+    room_name: str
+    status: Literal["queued"]
+    direction: Literal["outbound"]
+    provider: Provider
+    from_number: str
+    participants: list[ParticipantOut]
+    agent: AgentRef
 
 
 def encode(value: Any) -> Any:
@@ -445,5 +548,5 @@ __all__ = sorted(
         for name, value in dict(globals()).items()
         if isinstance(value, type) and issubclass(value, Struct) and value.__module__ == __name__
     ]
-    + ["CallStatusName", "Pipeline", "Provider", "encode"]
+    + ["CallStatusName", "Channel", "Pipeline", "Provider", "encode"]
 )

@@ -33,6 +33,23 @@ class ApiSettings:
     credential_window_s: float = 300.0
     """The window of :attr:`credential_attempts`, in seconds."""
 
+    webhook_dev_mode: bool = False
+    """Allow ``http://`` loopback and private webhook targets (``RYMI_WEBHOOK_DEV_MODE``)."""
+
+    webhook_rotation_window_s: int = 86_400
+    """Seconds a rotated-out webhook secret keeps signing (``RYMI_WEBHOOK_ROTATION_WINDOW_S``)."""
+
+    public_base_url: str | None = None
+    """The gateway's public base URL (``RYMI_PUBLIC_BASE_URL``): outbound calls give the
+    carrier ``<base>/inbound/<provider>`` as their answer URL. None: no outbound calls."""
+
+    outbound_ring_timeout_s: int = 60
+    """Seconds the carrier lets an outbound call ring before giving up."""
+
+    reservation_ttl_s: float = 30.0
+    """Seconds a reserved slot waits for its media stream (``RYMI_RESERVATION_TTL_S``). An
+    outbound call's slot is reserved for ring timeout + this, so it covers the ringing."""
+
     last_used_resolution_s: float = 60.0
     """How often (at most) a key's ``last_used_at`` is written, in seconds: one write per
     key per minute instead of one per request."""

@@ -9,7 +9,7 @@ Decisions live in the pure :mod:`gateway.session` and :mod:`gateway.media`; see
 docs/call-engine.md.
 """
 
-from gateway.server.app import create_app, default_links
+from gateway.server.app import METRICS, create_app, default_links
 from gateway.server.context import ENGINE, Engine
 
-__all__ = ["ENGINE", "Engine", "create_app", "default_links"]
+__all__ = ["ENGINE", "METRICS", "Engine", "create_app", "default_links"]

@@ -30,11 +30,14 @@ from aiohttp import web
 from gateway import carriers
 from gateway.carriers import CarrierAdapter, Headers, HttpRequest, InboundCall, public_url
 from gateway.errors import CarrierProtocolError, NotFoundError, SignatureError, ValidationError
+from gateway.log import bind_call, register_secret
+from gateway.metrics import LeaseOp
 from gateway.reasons import RefusalReason
 from gateway.server.context import ENGINE, Engine
 from gateway.store.models import (
     CallStart,
     CarrierCredentials,
+    NumberRoute,
     PlivoCredentials,
     TwilioCredentials,
     VonageCredentials,
@@ -59,11 +62,14 @@ def call_id_for(carrier: str, carrier_call_id: str) -> str:
 
 def signing_credential(creds: CarrierCredentials) -> str | None:
     """The secret the carrier signs webhooks and upgrades with (None: not configured)."""
+    secret = None
     if isinstance(creds, TwilioCredentials | PlivoCredentials):
-        return creds.auth_token.reveal()
-    if isinstance(creds, VonageCredentials) and creds.signature_secret is not None:
-        return creds.signature_secret.reveal()
-    return None
+        secret = creds.auth_token.reveal()
+    elif isinstance(creds, VonageCredentials) and creds.signature_secret is not None:
+        secret = creds.signature_secret.reveal()
+    if secret is not None:
+        register_secret(secret)  # the log safety net never prints it (a set lookup once known)
+    return secret
 
 
 def _number(raw: str) -> str:
@@ -72,8 +78,9 @@ def _number(raw: str) -> str:
 
 
 def _refuse(
-    adapter: CarrierAdapter, reason: RefusalReason, call: InboundCall | None
+    engine: Engine, adapter: CarrierAdapter, reason: RefusalReason, call: InboundCall | None
 ) -> web.Response:
+    engine.metrics.refused(reason.value)
     log.info(
         "refused %s call %s: %s",
         adapter.name,
@@ -116,11 +123,18 @@ async def inbound(request: web.Request) -> web.Response:
 async def _answer(
     engine: Engine, adapter: CarrierAdapter, request: HttpRequest, call: InboundCall
 ) -> web.Response:
+    # Imported here: gateway.server.outbound builds on this module's helpers.
+    from gateway.server.outbound import answer_outbound, outbound_call_id
+
+    if (outbound_id := outbound_call_id(request)) is not None:
+        # Our own outbound call (POST /v1/calls) was answered: the called number is the
+        # callee's, so the call is found by the id in its answer URL instead.
+        return await answer_outbound(engine, adapter, request, call, outbound_id)
     directory, ledger = engine.state.directory, engine.state.ledger
     try:
         route = await directory.resolve_number(_number(call.to_number))
     except (NotFoundError, ValidationError):
-        return _refuse(adapter, RefusalReason.NUMBER_NOT_FOUND, call)
+        return _refuse(engine, adapter, RefusalReason.NUMBER_NOT_FOUND, call)
     tenant = route.tenant
     try:
         creds = await directory.carrier_credentials(tenant.id)
@@ -128,7 +142,7 @@ async def _answer(
         creds = None
     credential = None if creds is None else signing_credential(creds)
     if creds is None or creds.carrier != adapter.name or credential is None:
-        return _refuse(adapter, RefusalReason.CARRIER_NOT_CONNECTED, call)
+        return _refuse(engine, adapter, RefusalReason.CARRIER_NOT_CONNECTED, call)
     try:
         adapter.verify_request(request, credential, now=engine.wall_clock(), nonces=engine.nonces)
         if call.account_id is not None and call.account_id != creds.account_id:
@@ -138,19 +152,30 @@ async def _answer(
         raise web.HTTPForbidden(text="signature check failed\n") from None
     agent = route.agent
     if agent is None or not agent.published:
-        return _refuse(adapter, RefusalReason.AGENT_NOT_PUBLISHED, call)
+        return _refuse(engine, adapter, RefusalReason.AGENT_NOT_PUBLISHED, call)
     if await ledger.balance_micros(tenant.id) <= 0:
-        return _refuse(adapter, RefusalReason.BALANCE_DEPLETED, call)
+        return _refuse(engine, adapter, RefusalReason.BALANCE_DEPLETED, call)
     call_id = call_id_for(adapter.name, call.call_id)
+    with bind_call(call_id, tenant.id):
+        return await _admit(engine, adapter, call, call_id, route)
+
+
+async def _admit(
+    engine: Engine, adapter: CarrierAdapter, call: InboundCall, call_id: str, route: NumberRoute
+) -> web.Response:
+    """Reserve a slot, open the call row and answer with the media URL."""
+    tenant, agent = route.tenant, route.agent
+    assert agent is not None
     admission = await engine.coordination.admit(
         tenant.id,
         call_id,
         limit=tenant.max_concurrent_calls,
         ttl=engine.settings.reservation_ttl_s,
     )
+    _meter_admission(engine, admission.reason)
     if admission.lease is None:
         assert admission.reason is not None
-        return _refuse(adapter, admission.reason, call)
+        return _refuse(engine, adapter, admission.reason, call)
     lease = admission.lease
     now = engine.wall_clock()
     start = CallStart(
@@ -165,7 +190,7 @@ async def _answer(
         carrier_call_id=call.call_id,
     )
     try:
-        await ledger.open_call(start)
+        await engine.state.ledger.open_call(start)
     except BaseException:
         await engine.coordination.release(tenant.id, call_id, lease.token)
         raise
@@ -184,6 +209,18 @@ async def _answer(
         "answered %s call %s as %s (tenant %s)", adapter.name, call.call_id, call_id, tenant.id
     )
     return web.Response(body=document.body, headers={"Content-Type": document.content_type})
+
+
+def _meter_admission(engine: Engine, reason: RefusalReason | None) -> None:
+    metrics = engine.metrics
+    if reason is None:
+        metrics.lease_operation(LeaseOp.ADMIT, "ok")
+    elif reason is RefusalReason.COORDINATION_UNAVAILABLE:
+        # Coordination.admit fails closed and turns the outage into this refusal.
+        metrics.lease_operation(LeaseOp.ADMIT, "error")
+        metrics.coordination_error(LeaseOp.ADMIT)
+    else:
+        metrics.lease_operation(LeaseOp.ADMIT, "refused")
 
 
 def media_url(engine: Engine, provider: str, token: str) -> str:

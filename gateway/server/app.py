@@ -4,11 +4,13 @@ Resources come up in order and go down in reverse (aiohttp ``Application.cleanup
 SQL state (migrated on the embedded default), coordination, the media-token registry,
 the HTTP client (agent WebSockets, carrier REST hang-ups), then the :class:`Engine` and
 the per-instance loops: lease renewals, the command listener (hang up call X), the
-reaper. At shutdown live calls are ended with reason ``drain`` (finalized, released)
-before the resources below them close.
+reaper, the webhook dispatcher. At shutdown live calls are ended with reason ``drain``
+(finalized, released) before the resources below them close.
 
 Routes: ``/inbound/{provider}`` (GET, POST), ``/media/{provider}/{token}`` (WebSocket),
-``/healthz``.
+the ops endpoints ``/healthz``, ``/readyz``, ``/metrics`` (:mod:`gateway.ops`), ``/v1``.
+One :class:`~gateway.metrics.GatewayMetrics` per app, on the injected registries
+(a fresh single-process registry unless given), reachable as ``app[METRICS]``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ from gateway.calltoken import CallTokens, MemoryTokenUseRegistry, TokenUseRegist
 from gateway.carriers import MemoryNonceStore
 from gateway.config import Settings
 from gateway.errors import AgentError, CoordinationUnavailable
+from gateway.log import register_secret
+from gateway.metrics import GatewayMetrics, LeaseOp
+from gateway.ops import (
+    MetricsRegistries,
+    OpsSettings,
+    Readiness,
+    add_ops_routes,
+    loop_lag_ctx,
+    metrics_registries,
+)
+from gateway.ops.secrets import register_settings_secrets
 from gateway.server.answer import inbound
 from gateway.server.context import ENGINE, Engine, LinkFactory, media_token_keys
 from gateway.server.media_ws import media
@@ -38,13 +51,17 @@ from gateway.store.coordination import Command, Coordination, RenewStatus, open_
 from gateway.store.models import Agent
 from gateway.store.reaper import Reaper
 from gateway.store.sql_state import SqlState
+from gateway.webhooks.dispatcher import run_dispatcher
 
-__all__ = ["create_app", "default_links"]
+__all__ = ["METRICS", "create_app", "default_links"]
 
 log = logging.getLogger("gateway.server")
 
 _MAX_BODY_BYTES = 64 * 1024  # reliability.md 5.1: webhook bodies are small
 _DRAIN_TIMEOUT_S = 10.0
+
+METRICS = web.AppKey("metrics", GatewayMetrics)
+"""The app's :class:`GatewayMetrics` (also ``engine.metrics``)."""
 
 
 async def default_links(engine: Engine, agent: Agent) -> AgentLink:
@@ -54,7 +71,9 @@ async def default_links(engine: Engine, agent: Agent) -> AgentLink:
     secret = await engine.state.directory.agent_pipeline_secret(agent.tenant_id, agent.id)
     if secret is None:
         raise AgentError(f"agent {agent.id} has no pipeline secret", reason="misconfigured")
-    return make_link(agent.pipeline, session=engine.http, secret=secret.reveal().encode())
+    revealed = secret.reveal()
+    register_secret(revealed)  # the log safety net never prints it (a set lookup once known)
+    return make_link(agent.pipeline, session=engine.http, secret=revealed.encode())
 
 
 def create_app(
@@ -63,6 +82,8 @@ def create_app(
     migrate: bool = False,
     links: LinkFactory = default_links,
     wall_clock: Callable[[], float] = time.time,
+    registries: MetricsRegistries | None = None,
+    ops: OpsSettings | None = None,
 ) -> web.Application:
     """Build the gateway's application.
 
@@ -71,18 +92,54 @@ def create_app(
         migrate: run the packaged migrations at start (the embedded default does).
         links: builds each call's agent link.
         wall_clock: Unix time in seconds (tokens, signatures, record times).
+        registries: where metrics go and what ``/metrics`` serves (default: fresh ones
+            for this process, multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR`` is set).
+        ops: the operations settings (per-tenant metric labels); default: none listed.
     """
+    register_settings_secrets(settings)
     app = web.Application(client_max_size=_MAX_BODY_BYTES)
+    registries = registries or metrics_registries()
+    tenants = (ops or OpsSettings()).metrics_tenants
+    metrics = app[METRICS] = GatewayMetrics(registries.metrics, tenants=tenants)
     api = build_api_app()
+    app.cleanup_ctx.append(loop_lag_ctx(metrics.observe_loop_lag))
     app.cleanup_ctx.append(_engine_ctx(settings, migrate, links, wall_clock, api))
     # Drain on shutdown, before aiohttp cancels the handlers that run the calls.
     app.on_shutdown.append(_on_shutdown)
     app.router.add_route("GET", "/inbound/{provider}", inbound)
     app.router.add_route("POST", "/inbound/{provider}", inbound)
     app.router.add_get("/media/{provider}/{token}", media)
-    app.router.add_get("/healthz", healthz)
+    _add_ops_routes(app, registries)
     app.add_subapp("/v1", api)
     return app
+
+
+def _add_ops_routes(app: web.Application, registries: MetricsRegistries) -> None:
+    """``/healthz``, ``/readyz`` (draining, coordination and database pings), ``/metrics``."""
+
+    def draining() -> bool:
+        engine = app.get(ENGINE)
+        return engine is not None and engine.draining
+
+    def started() -> Engine:
+        engine = app.get(ENGINE)
+        if engine is None:  # still starting (or stopped): not ready, the checks say "fail"
+            raise RuntimeError("the engine is not running")
+        return engine
+
+    async def coordination_ping() -> None:
+        await started().coordination.ping()
+
+    async def database_ping() -> None:
+        await started().state.ping()
+
+    readiness = Readiness(draining, {"coordination": coordination_ping, "database": database_ping})
+
+    def details() -> dict[str, int]:
+        engine = app.get(ENGINE)
+        return {"live_calls": 0 if engine is None else len(engine.live)}
+
+    add_ops_routes(app, exposition=registries.exposition, readiness=readiness, details=details)
 
 
 def _engine_ctx(
@@ -112,6 +169,7 @@ def _engine_ctx(
                 http=http,
                 links=links,
                 wall_clock=wall_clock,
+                metrics=app[METRICS],
             )
             app[ENGINE] = engine
             _bind_api(api, engine)
@@ -120,6 +178,9 @@ def _engine_ctx(
                 asyncio.create_task(_renew_loop(engine, stop), name="lease-renew"),
                 asyncio.create_task(_command_loop(engine), name="commands"),
                 asyncio.create_task(_reaper_loop(engine, stop), name="reaper"),
+                asyncio.create_task(
+                    run_dispatcher(settings, state.engine, state.keyring, stop), name="webhooks"
+                ),
             ]
             try:
                 yield
@@ -146,6 +207,10 @@ def _bind_api(api: web.Application, engine: Engine) -> None:
         admin_token=settings.admin_token,
         requests_per_minute_per_key=settings.api_rate_per_key,
         requests_per_minute_per_tenant=settings.api_rate_per_tenant,
+        webhook_dev_mode=settings.webhook_dev_mode,
+        webhook_rotation_window_s=settings.webhook_rotation_window_s,
+        public_base_url=settings.base_url,  # outbound calls' answer URLs
+        reservation_ttl_s=settings.reservation_ttl_s,
     )
     state = engine.state
     bind_api_state(
@@ -177,6 +242,7 @@ async def _on_shutdown(app: web.Application) -> None:
 async def _drain(engine: Engine) -> None:
     """End every live call with reason ``drain`` and wait (bounded) for them to finish."""
     engine.draining = True
+    engine.metrics.set_draining(True)
     for call_id in list(engine.live.calls):
         engine.live.post(call_id, HangupRequested(EndReason.DRAIN))
     with contextlib.suppress(TimeoutError):
@@ -186,13 +252,17 @@ async def _drain(engine: Engine) -> None:
 async def _renew_loop(engine: Engine, stop: asyncio.Event) -> None:
     """Renew this instance's leases; a call whose lease is gone ends (reliability.md 1.3)."""
     interval = engine.settings.lease_renew_interval_s
+    metrics = engine.metrics
     while not stop.is_set():
         try:
             statuses = await engine.coordination.renew_all(ttl=engine.settings.lease_ttl_s)
         except CoordinationUnavailable as exc:
             log.warning("lease renew failed (%s); live calls go on", exc)
+            metrics.lease_operation(LeaseOp.RENEW, "error")
+            metrics.coordination_error(LeaseOp.RENEW)
             statuses = {}
         for call_id, status in statuses.items():
+            metrics.lease_operation(LeaseOp.RENEW, status.value)
             if status in (RenewStatus.FENCED, RenewStatus.RELEASED):
                 engine.live.post(call_id, LeaseLost())
         with contextlib.suppress(TimeoutError):
@@ -212,6 +282,7 @@ async def _command_loop(engine: Engine) -> None:
                             log.info("hang-up for call %s: not running here", command.call_id)
         except CoordinationUnavailable as exc:
             log.warning("command listener: %s; retrying", exc)
+            engine.metrics.coordination_error("command")
             await asyncio.sleep(1.0)
 
 
@@ -229,9 +300,3 @@ async def _reaper_loop(engine: Engine, stop: asyncio.Event) -> None:
     settings = engine.settings
     reaper = Reaper(engine.state.ledger, settings.reaper_stale_after_s * 1000)
     await reaper.run(settings.reaper_interval_s, stop)
-
-
-async def healthz(request: web.Request) -> web.Response:
-    """Minimal liveness: the process serves requests (full ops endpoints come later)."""
-    engine = request.app[ENGINE]
-    return web.json_response({"status": "ok", "live_calls": len(engine.live)})

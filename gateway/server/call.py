@@ -19,6 +19,10 @@ sequence runs shielded from cancellation, each step on its own so one failure ca
 skip the next (reliability.md 5.4): flush caller audio to the agent, ``stop`` and close
 the agent, carrier REST hang-up when the caller is still there, close the carrier
 socket, finalize the call record once, release the lease.
+
+Metrics go through the call's :class:`~gateway.server.meter.CallMeter` (plain counters on
+the per-frame path, flushed once a second; sampled timings); log lines carry the call
+and tenant ids because the media handler runs the call inside ``bind_call``.
 """
 
 from __future__ import annotations
@@ -56,16 +60,19 @@ from gateway.carriers import (
     DtmfReceived,
     MarkPlayed,
     MediaStream,
+    PlayAudio,
     SendDtmf,
     StreamStarted,
     StreamStopped,
 )
 from gateway.errors import AgentError, CarrierProtocolError, CloseCode, CommandError
 from gateway.media import AgentMedia, CallerMedia, Outputs
+from gateway.metrics import DropReason
 from gateway.server.answer import FROM_PARAMETER, LEASE_PARAMETER
 from gateway.server.context import Engine
 from gateway.server.finish import finish_call
 from gateway.server.limits import MessageRate
+from gateway.server.meter import CallMeter
 from gateway.session import CallSession, Phase
 from gateway.store.coordination import Lease
 from gateway.store.models import Agent, BargeIn, CallRecord, TranscriptLine
@@ -135,6 +142,8 @@ class CallRunner:
         self._room.set()
         self._ended = asyncio.Event()
         self._inbox: deque[Event] = deque()
+        self.meter = CallMeter(engine.metrics, setup.adapter.name, setup.record.tenant_id)
+        """The call's metrics (batched counts, sampled timings)."""
 
     # -- outside world -------------------------------------------------------------------
 
@@ -146,6 +155,7 @@ class CallRunner:
     async def run(self) -> EndCall:
         """Run the call to its end and through the ending sequence; returns how it ended."""
         self.engine.live.add(self.call_id, self)
+        self.meter.started()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._carrier_reader(), name=f"carrier-{self.call_id}")
@@ -170,6 +180,20 @@ class CallRunner:
             await finish_call(self)
         finally:
             self.engine.live.remove(self.call_id)
+
+    def drops(self) -> dict[str, int]:
+        """The call's dropped-frame totals so far, by metrics drop reason."""
+        pacer = self.agent_media.stats
+        return {
+            DropReason.AGENT_SLOW: 0 if self.link is None else self.link.stats().dropped_frames,
+            DropReason.CONNECT_BACKLOG: self.pending_dropped,
+            DropReason.OUTBOUND_OVERFLOW: pacer.frames_dropped,
+            DropReason.CLEARED: pacer.frames_cleared,
+        }
+
+    def _carrier_failed(self, code: CloseCode) -> CarrierFailed:
+        self.engine.metrics.websocket_rejected(code)
+        return CarrierFailed(code)
 
     # -- the session ---------------------------------------------------------------------
 
@@ -229,26 +253,27 @@ class CallRunner:
             async for msg in ws:
                 if msg.type is WSMsgType.ERROR:
                     # aiohttp failed the connection itself (e.g. 1009, over max_msg_size).
-                    await self._apply(CarrierFailed(_close_code(ws.close_code)))
+                    await self._apply(self._carrier_failed(_close_code(ws.close_code)))
                     return
                 if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     break
                 if not rate.allow(self.loop.time()):
                     log.warning("call %s: carrier message rate over the limit", self.call_id)
-                    await self._apply(CarrierFailed(CloseCode.POLICY_VIOLATION))
+                    await self._apply(self._carrier_failed(CloseCode.POLICY_VIOLATION))
                     return
+                received_at = self.loop.time()
                 for event in stream.receive(msg.data):
-                    await self._on_carrier_event(event)
+                    await self._on_carrier_event(event, received_at)
         except CarrierProtocolError as exc:
             log.warning("call %s: %s", self.call_id, exc)
-            await self._apply(CarrierFailed(CloseCode(exc.close_code)))
+            await self._apply(self._carrier_failed(CloseCode(exc.close_code)))
             return
         for event in stream.connection_closed():
-            await self._on_carrier_event(event)
+            await self._on_carrier_event(event, self.loop.time())
 
-    async def _on_carrier_event(self, event: object) -> None:
+    async def _on_carrier_event(self, event: object, received_at: float) -> None:
         if isinstance(event, AudioReceived):
-            await self._caller_audio(event.payload)
+            await self._caller_audio(event.payload, received_at)
         elif isinstance(event, DtmfReceived):
             await self.to_agent([proto.Dtmf(digits=event.digit, duration_ms=event.duration_ms)])
         elif isinstance(event, MarkPlayed):
@@ -256,7 +281,8 @@ class CallRunner:
         elif isinstance(event, StreamStopped):
             await self._apply(CallerHungUp(event.reason))
 
-    async def _caller_audio(self, payload: bytes) -> None:
+    async def _caller_audio(self, payload: bytes, received_at: float) -> None:
+        flush_due = self.meter.caller_frame()
         now = self.loop.time()
         pcm, out = self.caller.audio(payload, self.agent_media, barge_in=self.barge_in, now=now)
         phase = self.session.phase
@@ -270,6 +296,7 @@ class CallRunner:
             )
         ):
             await self.link.send_audio(pcm)
+            self.meter.to_agent(received_at, self.loop.time())
             self.frames_to_agent += 1
             if not self.session.billing_started:
                 await self._apply(AudioExchanged())
@@ -278,17 +305,23 @@ class CallRunner:
                 self.pending_dropped += 1  # the deque drops its oldest: count it
             self._pending.append(pcm)
         await self._send(out)
+        if flush_due:
+            self.meter.flush(self.drops())
 
     # -- agent ---------------------------------------------------------------------------
 
     async def _agent_task(self) -> None:
+        metrics = self.engine.metrics
+        connecting = self.loop.time()
         try:
             link = self.link = await self.engine.links(self.engine, self.setup.agent)
             await link.open(self._start_message())
         except AgentError as exc:
             log.warning("call %s: agent unreachable (%s)", self.call_id, exc.reason)
+            metrics.agent_error(exc.reason)
             await self._apply(AgentFailed(exc.reason))
             return
+        metrics.agent_connected(self.loop.time() - connecting)
         self.agent_ready = True
         await self._apply(AgentConnected())
         while self._pending:
@@ -299,6 +332,7 @@ class CallRunner:
                 await self._agent_item(item)
         except AgentError as exc:
             log.warning("call %s: agent failed (%s)", self.call_id, exc.reason)
+            metrics.agent_error(exc.reason)
             self.agent_ready = False
             await self._apply(AgentFailed(exc.reason))
 
@@ -326,7 +360,10 @@ class CallRunner:
     async def _agent_item(self, item: bytes | proto.AgentMessage) -> None:
         now = self.loop.time()
         if isinstance(item, bytes):
+            was_empty = self.agent_media.pacer.queued_frames == 0
             self.agent_media.audio(item, now)
+            if was_empty and self.agent_media.pacer.queued_frames:
+                self.meter.agent_audio(now, queue_was_empty=True)
             self._writer_wake.set()
             if not self.session.billing_started and self.session.phase is Phase.ACTIVE:
                 await self._apply(AudioExchanged())
@@ -365,8 +402,7 @@ class CallRunner:
         media = self.agent_media
         while True:
             self._writer_wake.clear()
-            now = self.loop.time()
-            await self._send(media.due(now))
+            await self._release(media)
             if not self._room.is_set() and media.queued_ms < LOW_WATER_MS:
                 self._room.set()
             now = self.loop.time()
@@ -380,6 +416,17 @@ class CallRunner:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._writer_wake.wait()
+
+    async def _release(self, media: AgentMedia) -> None:
+        """Send what is due now and meter it (lateness against the head frame's due time)."""
+        now = self.loop.time()
+        head_due = media.next_deadline()
+        continuous = media.pacer.ahead_ms(now) > 0
+        out = media.due(now)
+        await self._send(out)
+        count = sum(1 for command in out.carrier if isinstance(command, PlayAudio))
+        if count and self.meter.released(count, head_due, self.loop.time(), continuous):
+            self.meter.flush(self.drops())
 
     # -- timers and posted events --------------------------------------------------------
 

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from gateway.call_events import Event
 from gateway.calltoken import CallTokens, SigningKey, TokenUseRegistry
 from gateway.carriers import NonceStore
 from gateway.config import Settings, parse_master_keys
+from gateway.metrics import GatewayMetrics
 from gateway.store.coordination import Coordination
 from gateway.store.secrets import DEV_KEY_FILE, load_keyring
 from gateway.store.sql_state import SqlState
@@ -101,6 +103,8 @@ class Engine:
     links: LinkFactory
     wall_clock: Callable[[], float]
     """Unix time in seconds (tokens, signatures, record times)."""
+    metrics: GatewayMetrics = field(default_factory=lambda: GatewayMetrics(CollectorRegistry()))
+    """The process's metrics (one per process; the app injects the exposed registry)."""
     live: LiveCalls = field(default_factory=LiveCalls)
     draining: bool = False
 

@@ -21,12 +21,15 @@ import aiohttp
 
 from gateway.bridge.protocol import Stop
 from gateway.call_events import EndCall
-from gateway.errors import GatewayError
+from gateway.errors import CoordinationUnavailable, GatewayError
+from gateway.metrics import LeaseOp
+from gateway.store.ledger import Finalized
 from gateway.store.models import CallEnd, PlivoCredentials, TwilioCredentials
 
 if TYPE_CHECKING:
     from gateway.server.call import CallRunner
     from gateway.server.context import Engine
+    from gateway.store.coordination import Lease
 
 __all__ = ["carrier_hangup", "finish_call"]
 
@@ -43,15 +46,38 @@ async def finish_call(runner: CallRunner) -> None:
     engine, setup = runner.engine, runner.setup
     await _step("agent", _close_agent(runner, end))
     _log_stats(runner)
+    runner.meter.ended(end.reason.value, runner.drops())
     if end.carrier_hangup:
         await _step("carrier hang-up", carrier_hangup(engine, setup.record.carrier, runner))
     await _step("carrier socket", setup.ws.close(code=end.close_code))
     if not end.finalize:
         return
     ended_ms = round(engine.wall_clock() * 1000)
-    await _step("finalize", finalize(engine, runner.call_id, end, ended_ms))
-    lease = setup.lease
-    await _step("release", engine.coordination.release(lease.tenant, lease.call_id, lease.token))
+    await _step("finalize", _finalize_and_meter(runner, end, ended_ms))
+    await _step("release", _release(engine, setup.lease))
+
+
+async def _finalize_and_meter(runner: CallRunner, end: EndCall, ended_ms: int) -> None:
+    """Finalize, then count the billed figures the ledger settled (once per call)."""
+    result = await finalize(runner.engine, runner.call_id, end, ended_ms)
+    if result is None or not result.won:
+        return  # another writer (the reaper, a fenced instance) settled and counted it
+    final = result.record
+    if final.billable_units is not None:
+        runner.engine.metrics.billed(
+            final.role, final.audio_ms / 1000, final.billable_units, final.tenant_id
+        )
+
+
+async def _release(engine: Engine, lease: Lease) -> None:
+    metrics = engine.metrics
+    try:
+        await engine.coordination.release(lease.tenant, lease.call_id, lease.token)
+    except CoordinationUnavailable:
+        metrics.lease_operation(LeaseOp.RELEASE, "error")
+        metrics.coordination_error(LeaseOp.RELEASE)
+        raise
+    metrics.lease_operation(LeaseOp.RELEASE, "ok")
 
 
 def _log_stats(runner: CallRunner) -> None:
@@ -92,8 +118,8 @@ async def _close_agent(runner: CallRunner, end: EndCall) -> None:
     await link.close(Stop(reason=end.reason.value))
 
 
-async def finalize(engine: Engine, call_id: str, end: EndCall, ended_ms: int) -> None:
-    """Write the final record, retrying a failing database a few times."""
+async def finalize(engine: Engine, call_id: str, end: EndCall, ended_ms: int) -> Finalized | None:
+    """Write the final record, retrying a failing database a few times; returns it."""
     record = CallEnd(call_id, end.status, end.reason.value, ended_ms, end.audio_ms)
     for attempt in range(1, _FINALIZE_ATTEMPTS + 1):
         try:
@@ -111,7 +137,8 @@ async def finalize(engine: Engine, call_id: str, end: EndCall, ended_ms: int) ->
                 final.audio_ms,
                 final.billable_units,
             )
-            return
+            return result
+    return None
 
 
 async def carrier_hangup(engine: Engine, carrier: str, runner: CallRunner) -> None:

@@ -43,6 +43,8 @@ from gateway.errors import (
     NotFoundError,
     SignatureError,
 )
+from gateway.log import bind_call
+from gateway.metrics import LeaseOp
 from gateway.server.answer import LEASE_PARAMETER, signing_credential
 from gateway.server.call import CallRunner, CallSetup
 from gateway.server.context import ENGINE, Engine
@@ -67,26 +69,40 @@ async def media(request: web.Request) -> web.StreamResponse:
         claims = engine.tokens.verify(token, adapter.name, engine.wall_clock())
     except CallTokenError as exc:
         return await _reject(request, engine, f"call token refused ({exc.reason})")
-    await _verify_upgrade(request, engine, adapter, claims)
-    try:
-        claims = await engine.tokens.redeem(
-            token, adapter.name, engine.wall_clock(), engine.token_uses
-        )
-    except CallTokenError as exc:
-        return await _reject(request, engine, f"call token refused ({exc.reason})")
-    except CoordinationUnavailable:
-        return await _reject(
-            request, engine, "token registry unavailable", CloseCode.TRY_AGAIN_LATER
-        )
-    return await _run(request, engine, adapter, claims)
+    with bind_call(claims.call_id, claims.tenant_id):
+        # Every log line of this call, in every task it starts, names the call and tenant.
+        await _verify_upgrade(request, engine, adapter, claims)
+        try:
+            claims = await engine.tokens.redeem(
+                token, adapter.name, engine.wall_clock(), engine.token_uses
+            )
+        except CallTokenError as exc:
+            return await _reject(request, engine, f"call token refused ({exc.reason})")
+        except CoordinationUnavailable:
+            return await _reject(
+                request, engine, "token registry unavailable", CloseCode.TRY_AGAIN_LATER
+            )
+        return await _run(request, engine, adapter, claims)
 
 
 async def _reject(
     request: web.Request, engine: Engine, why: str, code: CloseCode = CloseCode.POLICY_VIOLATION
 ) -> web.WebSocketResponse:
     log.warning("media socket rejected: %s", why)
-    ws = _socket(engine)
-    await ws.prepare(request)
+    return await _close_for_cause(engine, request, _socket(engine), code, why)
+
+
+async def _close_for_cause(
+    engine: Engine,
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    code: CloseCode | int,
+    why: str = "",
+) -> web.WebSocketResponse:
+    """Close a carrier socket rejected for cause, and count it by close code."""
+    engine.metrics.websocket_rejected(int(code))
+    if not ws.prepared:
+        await ws.prepare(request)
     await ws.close(code=code, message=why[:120].encode())
     return ws
 
@@ -138,8 +154,7 @@ async def _run(
         record = None
     if record is None or record.status is not CallStatus.LIVE:
         log.warning("media socket for call %s refused: the call is not live", claims.call_id)
-        await ws.close(code=CloseCode.CALL_ENDED, message=b"call is not live")
-        return ws
+        return await _close_for_cause(engine, request, ws, CloseCode.CALL_ENDED, "call is not live")
     session = CallSession(_session_config(engine, record), loop.time())
     stream = adapter.open_stream(max_message_bytes=engine.settings.media_max_message_bytes)
     rate = MessageRate(engine.settings.media_max_messages_per_s)
@@ -148,22 +163,21 @@ async def _run(
     try:
         started = await _await_start(ws, stream, rate, deadline - loop.time())
     except CarrierProtocolError as exc:
-        await ws.close(code=exc.close_code)
-        return ws
+        return await _close_for_cause(engine, request, ws, exc.close_code)
     if started is None:
         # No start by the deadline (or the socket went first): the session ends the call.
         session.handle(Tick(), max(loop.time(), deadline))
         end = session.end
         assert end is not None
         log.warning("media socket for call %s: no start in time", record.id)
-        await ws.close(code=end.close_code)
+        await _close_for_cause(engine, request, ws, end.close_code)
         await _finalize_unstarted(engine, record, end.reason.value)
         return ws
     if started.call_id != record.carrier_call_id:
         log.warning("media socket for call %s: start is for another call", record.id)
-        await ws.close(code=CloseCode.POLICY_VIOLATION, message=b"start is for another call")
-        return ws
-    setup = await _claim(engine, ws, adapter, stream, started, record, rate)
+        why = "start is for another call"
+        return await _close_for_cause(engine, request, ws, CloseCode.POLICY_VIOLATION, why)
+    setup = await _claim(engine, request, ws, adapter, stream, started, record, rate)
     if setup is None:
         return ws
     session.handle(MediaStarted(), loop.time())
@@ -216,6 +230,7 @@ async def _finalize_unstarted(engine: Engine, record: CallRecord, reason: str) -
 
 async def _claim(
     engine: Engine,
+    request: web.Request,
     ws: web.WebSocketResponse,
     adapter: CarrierAdapter,
     stream: MediaStream,
@@ -226,6 +241,7 @@ async def _claim(
     """Claim the reserved lease; None (socket closed) if refused."""
     raw = started.custom_parameters.get(LEASE_PARAMETER, "")
     code, why = CloseCode.POLICY_VIOLATION, "no reservation for this call"
+    metrics = engine.metrics
     if raw.isdigit() and int(raw) > 0:
         try:
             claim = await engine.coordination.claim(
@@ -233,11 +249,15 @@ async def _claim(
             )
         except CoordinationUnavailable:
             claim, code, why = None, CloseCode.TRY_AGAIN_LATER, "coordination unavailable"
+            metrics.lease_operation(LeaseOp.CLAIM, "error")
+            metrics.coordination_error(LeaseOp.CLAIM)
+        if claim is not None:
+            metrics.lease_operation(LeaseOp.CLAIM, claim.status.value)
         if claim is not None and claim.lease is not None:
             agent = await engine.state.directory.get_agent(record.tenant_id, record.agent_id or "")
             return CallSetup(ws, adapter, stream, started, record, agent, claim.lease, rate)
         if claim is not None:
             why = f"lease {claim.status.value}"
     log.warning("media socket for call %s refused: %s", record.id, why)
-    await ws.close(code=code, message=why.encode())
+    await _close_for_cause(engine, request, ws, code, why)
     return None

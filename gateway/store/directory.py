@@ -20,6 +20,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -44,6 +45,7 @@ from gateway.store.models import (
 from gateway.store.secrets import Keyring, Sealed, Secret
 from gateway.store.sql import schema
 from gateway.store.sql.engine import db_errors, insert_ignore, read_tx, wall_clock_ms, write_tx
+from gateway.webhooks import events, outbox
 
 __all__ = ["CARRIER_CREDENTIALS", "Directory", "check_credentials", "hash_api_key"]
 
@@ -128,16 +130,23 @@ class Directory(AgentMixin):
         kind: KeyKind = KeyKind.SECRET,
         label: str | None = None,
         agent_id: str | None = None,
+        *,
+        allowed_channels: tuple[str, ...] = (),
+        audience: str | None = None,
+        default_from_number: str | None = None,
     ) -> CreatedApiKey:
         """Create a key; its plaintext is in the result and nowhere else, ever.
 
         A publishable key must name one of the tenant's agents; a secret key must not.
+        ``allowed_channels`` (default ``("web",)``), ``audience`` (default ``sdk``) and
+        ``default_from_number`` scope publishable keys (docs.rymi.live/api/keys.html).
         """
         kind = _key_kind(kind)
         if (kind is KeyKind.PUBLISHABLE) != (agent_id is not None):
             raise ValidationError(
                 "agent_id", "required for publishable keys, not allowed for secret keys"
             )
+        scoping = _publishable_scope(kind, allowed_channels, audience, default_from_number)
         label = None if label is None else _text("label", label, 100)
         plaintext = _KEY_PREFIXES[kind] + secrets.token_urlsafe(32)
         key = ApiKey(
@@ -149,6 +158,7 @@ class Directory(AgentMixin):
             agent_id=agent_id,
             created_at_ms=self.clock(),
             revoked_at_ms=None,
+            **scoping,
         )
         with db_errors("create api key"):
             async with write_tx(self.engine) as conn:
@@ -157,6 +167,7 @@ class Directory(AgentMixin):
                     await agent_rows.agent_row(conn, tenant_id, agent_id)
                 values = {**_key_values(key), "key_hash": hash_api_key(plaintext)}
                 await conn.execute(sa.insert(schema.api_keys).values(values))
+                await _key_event(conn, "system.api_key_created", key, key.created_at_ms)
         return CreatedApiKey(key, Secret(plaintext))
 
     async def authenticate(self, plaintext: str) -> ApiKey:
@@ -208,11 +219,15 @@ class Directory(AgentMixin):
             .where(table.c.id == key_id, table.c.tenant_id == tenant_id)
             .where(table.c.revoked_at_ms.is_(None))
             .values(revoked_at_ms=self.clock())
+            .returning(*table.c)
         )
         with db_errors("revoke api key"):
             async with write_tx(self.engine) as conn:
-                if (await conn.execute(stmt)).rowcount != 1:
+                row = (await conn.execute(stmt)).first()
+                if row is None:
                     raise NotFoundError(f"api key {key_id}: not found")
+                key = _key_from(row)
+                await _key_event(conn, "system.api_key_revoked", key, key.revoked_at_ms or 0)
 
     # -- carrier credentials -----------------------------------------------------
 
@@ -338,9 +353,11 @@ class Directory(AgentMixin):
                 row = await _number_row(conn, number)
                 if row.tenant_id != tenant_id:
                     raise ConflictError(f"number {number}: registered to another tenant")
+                previous = None if created else row.agent_id
                 if not created and agent_id is not None:
                     await _set_number_agent(conn, number, agent_id)
                     row = await _number_row(conn, number)
+                await _assigned_event(conn, tenant_id, number, agent_id, previous, self.clock())
         return _number_from(row), created
 
     async def attach_number(self, tenant_id: str, number: str, agent_id: str | None) -> Number:
@@ -349,10 +366,12 @@ class Directory(AgentMixin):
         with db_errors("attach number"):
             async with write_tx(self.engine) as conn:
                 row = await _number_row(conn, number, tenant_id)
+                previous = row.agent_id
                 if agent_id is not None:
                     await agent_rows.agent_row(conn, tenant_id, agent_id)
                 await _set_number_agent(conn, number, agent_id)
                 row = await _number_row(conn, number, tenant_id)
+                await _assigned_event(conn, tenant_id, number, agent_id, previous, self.clock())
         return _number_from(row)
 
     async def remove_number(self, tenant_id: str, number: str) -> None:
@@ -397,6 +416,29 @@ class Directory(AgentMixin):
         tenant = _tenant_from_prefixed(mapping, "t_")
         agent = None if mapping["a_id"] is None else agent_rows.agent_from_prefixed(mapping, "a_")
         return NumberRoute(number=number, tenant=tenant, agent=agent)
+
+
+# -- webhook events (written in the cause's transaction: gateway/webhooks/outbox.py) --
+
+
+async def _key_event(conn: AsyncConnection, event_type: str, key: ApiKey, at_ms: int) -> None:
+    data = events.api_key_event(key.id, key.key_prefix, key.kind.value, key.label)
+    await outbox.enqueue(conn, key.tenant_id, event_type, data, at_ms)
+
+
+async def _assigned_event(
+    conn: AsyncConnection,
+    tenant_id: str,
+    number: str,
+    agent_id: str | None,
+    previous: object,
+    at_ms: int,
+) -> None:
+    # A number newly given an agent (or moved to another one); detaching is not "assigned".
+    if agent_id is None or agent_id == previous:
+        return
+    data = events.number_assigned(number, agent_id, None if previous is None else str(previous))
+    await outbox.enqueue(conn, tenant_id, "agent.number_assigned", data, at_ms)
 
 
 # -- row helpers -----------------------------------------------------------------
@@ -466,6 +508,9 @@ def _key_values(key: ApiKey) -> dict[str, object]:
         "agent_id": key.agent_id,
         "created_at_ms": key.created_at_ms,
         "revoked_at_ms": key.revoked_at_ms,
+        "allowed_channels": ",".join(key.allowed_channels) or None,
+        "audience": key.audience,
+        "default_from_number": key.default_from_number,
     }
 
 
@@ -481,7 +526,37 @@ def _key_from(row: sa.Row[tuple[object, ...]]) -> ApiKey:
         created_at_ms=m["created_at_ms"],
         revoked_at_ms=m["revoked_at_ms"],
         last_used_at_ms=m["last_used_at_ms"],
+        allowed_channels=tuple(m["allowed_channels"].split(",")) if m["allowed_channels"] else (),
+        audience=m["audience"],
+        default_from_number=m["default_from_number"],
     )
+
+
+_CHANNELS = ("web", "phone")
+_AUDIENCES = ("sdk", "landing_demo")
+
+
+def _publishable_scope(
+    kind: KeyKind, channels: tuple[str, ...], audience: str | None, from_number: str | None
+) -> dict[str, Any]:
+    """The scoping fields of a new key, checked (publishable keys only)."""
+    if kind is not KeyKind.PUBLISHABLE:
+        if channels or audience is not None or from_number is not None:
+            raise ValidationError("allowed_channels", "only publishable keys are scoped")
+        return {}
+    chosen = tuple(dict.fromkeys(channels or ("web",)))
+    if not set(chosen) <= set(_CHANNELS):
+        raise ValidationError("allowed_channels", f"expected a subset of {list(_CHANNELS)}")
+    audience = audience or "sdk"
+    if audience not in _AUDIENCES:
+        raise ValidationError("audience", f"expected one of {', '.join(_AUDIENCES)}")
+    if from_number is not None:
+        validate_e164(from_number, "default_from_number")
+    return {
+        "allowed_channels": chosen,
+        "audience": audience,
+        "default_from_number": from_number,
+    }
 
 
 def _number_from(row: sa.Row[tuple[object, ...]]) -> Number:

@@ -11,7 +11,9 @@ Idempotency design (reliability.md section 2.2; docs/state.md):
   ``UPDATE ... WHERE status = 'live'``: of two finalizers racing (the call's gateway and
   a reaper, or two reapers) exactly one changes the row. The winner computes units and
   cost (:mod:`gateway.metering`) and inserts the debit in the *same* transaction; the
-  ledger's ``UNIQUE (call_id, kind)`` is a second fence against a double debit.
+  ledger's ``UNIQUE (call_id, kind)`` is a second fence against a double debit. The
+  winner also writes the ``call.completed`` webhook (and any billing alert the debit
+  crosses) to the outbox in that transaction (:mod:`gateway.webhooks.outbox`).
 * The balance is the sum of the tenant's transactions: top-ups (positive), call debits
   (negative) and adjustments. Money is integer micro-dollars.
 """
@@ -26,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.errors import NotFoundError, ValidationError
 from gateway.metering import Role, charge
+from gateway.store.ledger_outbound import LedgerOutboundMixin
 from gateway.store.ledger_reports import LedgerReportsMixin
 from gateway.store.models import (
     MAX_CALL_DURATION_RANGE_S,
@@ -39,6 +42,7 @@ from gateway.store.models import (
 )
 from gateway.store.sql import schema
 from gateway.store.sql.engine import db_errors, insert_ignore, read_tx, wall_clock_ms, write_tx
+from gateway.webhooks import outbox
 
 __all__ = ["Finalized", "Ledger", "StaleCall", "Transaction"]
 
@@ -76,7 +80,7 @@ class StaleCall:
     last_seen_ms: int
 
 
-class Ledger(LedgerReportsMixin):
+class Ledger(LedgerReportsMixin, LedgerOutboundMixin):
     """Calls, checkpoints and balances over one SQL engine (API read models: the mixin).
 
     Args:
@@ -171,7 +175,10 @@ class Ledger(LedgerReportsMixin):
                 if won is None:
                     return Finalized(await _call(conn, end.call_id), won=False)
                 await self._bill(conn, end.call_id, won)
-                return Finalized(await _call(conn, end.call_id), won=True)
+                record = await _call(conn, end.call_id)
+                # The webhook outbox rows commit (or roll back) with the final record.
+                await outbox.call_final_events(conn, record, self.clock())
+                return Finalized(record, won=True)
 
     async def _bill(
         self, conn: AsyncConnection, call_id: str, row: sa.Row[tuple[object, ...]]
@@ -384,7 +391,7 @@ def _amount(value: object, *, positive: bool) -> int:
 
 
 def _final_status(status: object) -> CallStatus:
-    finals = [s.value for s in CallStatus if s is not CallStatus.LIVE]
+    finals = [s.value for s in CallStatus if s not in (CallStatus.LIVE, CallStatus.QUEUED)]
     if not isinstance(status, str) or status not in finals:
         allowed = ", ".join(finals)
         raise ValidationError("status", f"expected a final status ({allowed}), got {status!r}")

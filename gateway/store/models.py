@@ -90,8 +90,13 @@ class Direction(enum.StrEnum):
 
 
 class CallStatus(enum.StrEnum):
-    """A call's status; every status but ``live`` is final."""
+    """A call's status; every status but ``queued`` and ``live`` is final.
 
+    ``queued`` is an outbound call asked of the carrier and not answered yet
+    (``POST /v1/calls``); it becomes ``live`` when the callee answers.
+    """
+
+    QUEUED = "queued"
     LIVE = "live"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -128,6 +133,12 @@ class ApiKey:
     revoked_at_ms: int | None
     last_used_at_ms: int | None = None
     """When the key last authenticated a request (coarse: updated about once a minute)."""
+    allowed_channels: tuple[str, ...] = ()
+    """Publishable keys: the channels it may start calls on (``web``, ``phone``)."""
+    audience: str | None = None
+    """Publishable keys: ``sdk`` or ``landing_demo``."""
+    default_from_number: str | None = None
+    """Publishable keys: the caller ID of phone calls it starts (E.164), if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +305,8 @@ class CallStart:
     direction: Direction = Direction.INBOUND
     carrier_call_id: str | None = None
     """The carrier's id (Twilio CallSid, Plivo CallUUID, Vonage uuid)."""
+    remote_number: str | None = None
+    """The other party (E.164): the callee of an outbound call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,11 +353,13 @@ class CallRecord:
     audio_ms: int
     billable_units: int | None
     cost_micros: int | None
+    remote_number: str | None = None
+    """The other party (E.164): the callee of an outbound call (0004)."""
 
     @property
     def final(self) -> bool:
         """Whether the call has its final record."""
-        return self.status is not CallStatus.LIVE
+        return self.status not in (CallStatus.QUEUED, CallStatus.LIVE)
 
     @property
     def audio_seconds(self) -> Decimal:

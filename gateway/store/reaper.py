@@ -50,6 +50,9 @@ class Reaper:
     stale_after_ms: int
     batch: int = 100
     clock: Callable[[], int] = wall_clock_ms
+    queued_expire_after_ms: int = 600_000
+    """Outbound calls still queued this long after dialing end as ``no_answer``: the
+    carrier stopped ringing long before (ring timeout 60 s) and will not answer now."""
 
     async def reap_once(self) -> list[CallRecord]:
         """One pass; returns the final records this reaper wrote (races lost excluded)."""
@@ -73,6 +76,11 @@ class Reaper:
                     result.record.billable_units or 0,
                 )
                 reaped.append(result.record)
+        expired = await self.ledger.expire_queued(
+            self.clock() - self.queued_expire_after_ms, self.batch
+        )
+        if expired:
+            log.info("ended %d unanswered outbound calls as no_answer", len(expired))
         return reaped
 
     async def run(self, interval_s: float, stop: asyncio.Event) -> None:

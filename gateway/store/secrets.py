@@ -184,12 +184,15 @@ def load_keyring(settings: Settings) -> Keyring:
 _SEALED_COLUMNS = (
     (schema.carrier_credentials, ("tenant_id", "carrier")),
     (schema.agents, ("id",)),
+    (schema.webhook_endpoints, ("id",)),
 )
 
 
 def _field_for(table: sa.Table, row: sa.Row[tuple[object, ...]]) -> tuple[str, str]:
     if table is schema.carrier_credentials:
         return str(row.tenant_id), f"carrier:{row.carrier}"
+    if table is schema.webhook_endpoints:
+        return str(row.tenant_id), f"webhook:{row.id}:secret"
     return str(row.tenant_id), f"agent:{row.id}:pipeline_secret"
 
 

@@ -13,13 +13,20 @@ carrier's error body otherwise. Shapes, from the carriers' API references:
   [{number (no +), active, ...}]}``.
 * Vonage ``GET /account/get-balance`` -> ``{value, autoReload}``;
   ``GET /account/numbers`` -> ``{count, numbers: [{country, msisdn, type, features}]}``.
+* Outbound calls, recorded in :attr:`StandIns.dials`: Twilio
+  ``POST /2010-04-01/Accounts/{Sid}/Calls.json`` (form) -> 201 ``{sid, status: "queued",
+  to, from, ...}``; Plivo ``POST /v1/Account/{auth_id}/Call/`` (JSON) -> 201
+  ``{api_id, message: "call fired", request_uuid}``.
 """
 
 from __future__ import annotations
 
 import base64
+import secrets
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -42,6 +49,23 @@ class StandIns:
     hits: Counter[str] = field(default_factory=Counter)
     failing: bool = False
     """When set, every carrier endpoint answers 503 (an outage)."""
+    dials: list[Dialed] = field(default_factory=list)
+    """Every call-create request that passed the auth check, in order."""
+    cancels: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    """Every cancel request: carrier, the call's id, form fields (Twilio)."""
+
+
+@dataclass(frozen=True)
+class Dialed:
+    """One call-create request as the carrier received it, and what it answered."""
+
+    carrier: str
+    path: str
+    content_type: str
+    fields: dict[str, Any]
+    """The form fields (Twilio) or the JSON body (Plivo)."""
+    call_id: str
+    """The id the stand-in answered: Twilio ``sid``, Plivo ``request_uuid``."""
 
 
 def _basic(request: web.Request) -> tuple[str, str] | None:
@@ -118,7 +142,40 @@ def make_carriers_app(state: StandIns) -> web.Application:
         ]
         return web.json_response({"count": len(numbers), "numbers": numbers})
 
+    async def twilio_dial(request: web.Request) -> web.Response:
+        gate("twilio", request, request.match_info["sid"], TWILIO_TOKEN)
+        form = {key: str(value) for key, value in (await request.post()).items()}
+        sid = "CA" + secrets.token_hex(16)
+        state.dials.append(Dialed("twilio", request.path, request.content_type, form, sid))
+        body = {"sid": sid, "status": "queued", "to": form.get("To"), "from": form.get("From")}
+        return web.json_response(body, status=201)
+
+    async def plivo_dial(request: web.Request) -> web.Response:
+        gate("plivo", request, request.match_info["auth_id"], PLIVO_TOKEN)
+        payload = await request.json()
+        request_uuid = str(uuid.uuid4())
+        state.dials.append(
+            Dialed("plivo", request.path, request.content_type, payload, request_uuid)
+        )
+        body = {"api_id": str(uuid.uuid4()), "message": "call fired", "request_uuid": request_uuid}
+        return web.json_response(body, status=201)
+
+    async def twilio_update(request: web.Request) -> web.Response:
+        gate("twilio", request, request.match_info["sid"], TWILIO_TOKEN)
+        form = {key: str(value) for key, value in (await request.post()).items()}
+        state.cancels.append(("twilio", request.match_info["call_sid"], form))
+        return web.json_response({"sid": request.match_info["call_sid"], "status": "canceled"})
+
+    async def plivo_cancel(request: web.Request) -> web.Response:
+        gate("plivo", request, request.match_info["auth_id"], PLIVO_TOKEN)
+        state.cancels.append(("plivo", request.match_info["request_uuid"], {}))
+        return web.Response(status=204)
+
     app = web.Application()
+    app.router.add_post("/2010-04-01/Accounts/{sid}/Calls/{call_sid}.json", twilio_update)
+    app.router.add_delete("/v1/Account/{auth_id}/Request/{request_uuid}/", plivo_cancel)
+    app.router.add_post("/2010-04-01/Accounts/{sid}/Calls.json", twilio_dial)
+    app.router.add_post("/v1/Account/{auth_id}/Call/", plivo_dial)
     app.router.add_get("/2010-04-01/Accounts/{sid}.json", twilio_account)
     app.router.add_get("/2010-04-01/Accounts/{sid}/IncomingPhoneNumbers.json", twilio_numbers)
     app.router.add_get("/v1/Account/{auth_id}/", plivo_account)

@@ -36,6 +36,8 @@ from tests.store.conftest import row_counts
 
 _T = TypeVar("_T")
 ADMIN_TOKEN = "admin-" + "x" * 40
+PUBLIC_BASE_URL = "https://gw.example.test"
+"""The gateway's public base URL (outbound calls' answer URLs start with it)."""
 
 
 @dataclass
@@ -150,6 +152,7 @@ def server(api_database_url: str) -> Iterator[ApiServer]:
         admin_token=ADMIN_TOKEN,
         requests_per_minute_per_key=10_000,
         requests_per_minute_per_tenant=10_000,
+        public_base_url=PUBLIC_BASE_URL,
     )
     api = ApiServer(api_database_url, settings).start()
     yield api

@@ -24,7 +24,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import numpy as np
@@ -33,6 +33,7 @@ from aiohttp import web
 from gateway import carriers
 from gateway.carriers import CarrierSide, WireMessage
 from gateway.config import Settings
+from gateway.ops import OpsSettings
 from gateway.server import ENGINE, Engine, create_app
 from gateway.server.answer import call_id_for
 from gateway.server.app import default_links
@@ -122,6 +123,15 @@ class CarrierApi:
         return web.json_response({}, status=204 if request.method == "DELETE" else 200)
 
 
+class Reachable(Protocol):
+    """A gateway the carrier helpers can call: in this process or a subprocess."""
+
+    @property
+    def base(self) -> str:
+        """The gateway's public base URL (``http://127.0.0.1:<port>``)."""
+        ...
+
+
 @dataclass
 class GatewayUnderTest:
     """A running gateway and its stand-in carrier API."""
@@ -161,7 +171,11 @@ class GatewayUnderTest:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    tmp: Path, *, links: LinkFactory = default_links, **overrides: Any
+    tmp: Path,
+    *,
+    links: LinkFactory = default_links,
+    ops: OpsSettings | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[GatewayUnderTest]:
     """Start a gateway (and the carrier API stand-in) on loopback; stop both after."""
     api = CarrierApi()
@@ -188,7 +202,7 @@ async def running_gateway(
         "vonage_api_base_url": api_url,
     } | overrides
     settings = Settings(**values)
-    app = create_app(settings, migrate=True, links=links)
+    app = create_app(settings, migrate=True, links=links, ops=ops)
     runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -274,7 +288,7 @@ def parse_answer(carrier: str, status: int, body: bytes, headers: Mapping[str, s
 
 
 async def call_answer(
-    gw: GatewayUnderTest,
+    gw: Reachable,
     http: aiohttp.ClientSession,
     carrier: str,
     carrier_call_id: str,
@@ -397,7 +411,7 @@ class PlayedCall:
 
 
 async def connect_media(
-    gw: GatewayUnderTest,
+    gw: Reachable,
     http: aiohttp.ClientSession,
     carrier: str,
     carrier_call_id: str,

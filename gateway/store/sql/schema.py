@@ -29,6 +29,10 @@ __all__ = [
     "metadata",
     "numbers",
     "tenants",
+    "webhook_attempts",
+    "webhook_deliveries",
+    "webhook_endpoints",
+    "webhook_events",
 ]
 
 metadata = sa.MetaData(
@@ -44,7 +48,7 @@ metadata = sa.MetaData(
 CARRIERS = ("twilio", "plivo", "vonage")
 ROLES = ("operator", "specialist", "executive", "concierge")
 FINAL_STATUSES = ("completed", "failed", "no_answer", "busy", "canceled")
-CALL_STATUSES = ("live", *FINAL_STATUSES)
+CALL_STATUSES = ("queued", "live", *FINAL_STATUSES)  # queued: 0004, outbound dialing
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
 _AUTO_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -104,6 +108,10 @@ api_keys = sa.Table(
     sa.Column("created_at_ms", sa.BigInteger, nullable=False),
     sa.Column("revoked_at_ms", sa.BigInteger, nullable=True),
     sa.Column("last_used_at_ms", sa.BigInteger, nullable=True),  # 0002; coarse (about 1 min)
+    # 0004: publishable keys' scoping (docs.rymi.live/api/keys.html); NULL on secret keys.
+    sa.Column("allowed_channels", sa.String(32), nullable=True),  # comma-separated
+    sa.Column("audience", sa.String(16), nullable=True),
+    sa.Column("default_from_number", sa.String(16), nullable=True),
     sa.CheckConstraint(_in("kind", ("secret", "publishable")), name="kind"),
 )
 
@@ -158,6 +166,7 @@ calls = sa.Table(
     sa.Column("audio_ms", sa.BigInteger, nullable=False),
     sa.Column("billable_units", sa.Integer, nullable=True),
     sa.Column("cost_micros", sa.BigInteger, nullable=True),
+    sa.Column("remote_number", sa.String(16), nullable=True),  # 0004: the callee, outbound
     sa.CheckConstraint(_in("status", CALL_STATUSES), name="status"),
     sa.CheckConstraint(_in("direction", ("inbound", "outbound")), name="direction"),
     sa.CheckConstraint(_in("role", ROLES), name="role"),
@@ -208,4 +217,91 @@ billing_alerts = sa.Table(  # 0002: spend-alert settings (PUT /v1/billing/alerts
     sa.Column("email_enabled", sa.Boolean, nullable=False),
     sa.Column("updated_at_ms", sa.BigInteger, nullable=False),
     sa.CheckConstraint("low_balance_pct BETWEEN 1 AND 100", name="low_balance_pct"),
+)
+
+
+# -- webhooks (0003; gateway/webhooks, docs/webhooks.md) ---------------------------------
+
+DELIVERY_STATUSES = ("pending", "delivered", "dead")
+
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column(
+        "tenant_id", sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("events", sa.Text, nullable=False),  # JSON array of event type names
+    sa.Column("alert_email", sa.String(254), nullable=True),
+    sa.Column("secret_key_id", sa.String(16), nullable=False),
+    sa.Column("secret_ciphertext", sa.LargeBinary, nullable=False),
+    # The secret replaced by the last rotation: it still signs until it expires.
+    sa.Column("previous_secret_key_id", sa.String(16), nullable=True),
+    sa.Column("previous_secret_ciphertext", sa.LargeBinary, nullable=True),
+    sa.Column("previous_secret_expires_at_ms", sa.BigInteger, nullable=True),
+    # Alert throttle: a conditional UPDATE on this column lets one alert per window through.
+    sa.Column("last_alert_at_ms", sa.BigInteger, nullable=True),
+    sa.Column("created_at_ms", sa.BigInteger, nullable=False),
+    sa.Column("updated_at_ms", sa.BigInteger, nullable=False),
+)
+
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # the event id inside the signed body
+    sa.Column(
+        "tenant_id", sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # the exact bytes every attempt signs
+    sa.Column("created_at_ms", sa.BigInteger, nullable=False),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column(
+        "event_id",
+        sa.ForeignKey("webhook_events.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column(
+        "endpoint_id",
+        sa.ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),  # claims so far (a claim = an attempt)
+    sa.Column("next_attempt_at_ms", sa.BigInteger, nullable=False),
+    sa.Column("claimed_until_ms", sa.BigInteger, nullable=True),  # lease of one dispatcher
+    sa.Column("claim_token", sa.String(32), nullable=True),
+    sa.Column("replay_of", sa.String(40), nullable=True),
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.String(200), nullable=True),
+    sa.Column("created_at_ms", sa.BigInteger, nullable=False),
+    sa.Column("finished_at_ms", sa.BigInteger, nullable=True),  # delivered or dead-lettered
+    sa.CheckConstraint(_in("status", DELIVERY_STATUSES), name="status"),
+    sa.Index(None, "status", "next_attempt_at_ms"),
+)
+
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", _AUTO_ID, primary_key=True, autoincrement=True),
+    sa.Column(
+        "delivery_id",
+        sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("started_at_ms", sa.BigInteger, nullable=False),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("error", sa.String(200), nullable=True),
 )
