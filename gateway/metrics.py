@@ -40,6 +40,7 @@ from gateway.errors import CloseCode
 from gateway.metering import Role
 from gateway.reasons import RefusalReason
 from gateway.store.coordination.types import ClaimStatus, RenewStatus
+from gateway.webhook_metrics import WebhookDeliveryMetrics
 
 __all__ = [
     "ADDED_LATENCY_BUCKETS",
@@ -207,6 +208,7 @@ class GatewayMetrics:
         self._define_agent_and_billing(registry)
         self._define_coordination_and_process(registry)
         self._define_tenants(registry)
+        self.webhooks = WebhookDeliveryMetrics(registry)
         self._zero_series()
 
     # -- definitions ------------------------------------------------------------------

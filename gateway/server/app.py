@@ -179,7 +179,10 @@ def _engine_ctx(
                 asyncio.create_task(_command_loop(engine), name="commands"),
                 asyncio.create_task(_reaper_loop(engine, stop), name="reaper"),
                 asyncio.create_task(
-                    run_dispatcher(settings, state.engine, state.keyring, stop), name="webhooks"
+                    run_dispatcher(
+                        settings, state.engine, state.keyring, stop, engine.metrics.webhooks
+                    ),
+                    name="webhooks",
                 ),
             ]
             try:

@@ -113,6 +113,16 @@ async def test_hangup_mid_sentence_yields_one_call_completed(tmp_path: Path) -> 
         await asyncio.sleep(0.5)  # nothing else arrives
         transcript = await state.ledger.transcript(record.id)
         got = rx.got("c")
+        registry = gw.engine.metrics.registry
+        delivered = registry.get_sample_value(
+            "gateway_webhook_deliveries_total", {"outcome": "delivered"}
+        )
+        succeeded = registry.get_sample_value(
+            "gateway_webhook_attempts_total", {"outcome": "success"}
+        )
+        timed = registry.get_sample_value("gateway_webhook_delivery_latency_seconds_count")
+    # The dispatcher's figures reach the gateway's /metrics registry.
+    assert (delivered, succeeded, timed) == (1.0, 1.0, 1.0)
     assert len(got) == 1
     assert sdk_verify(delivery, SECRET)
     event = delivery.event
