@@ -23,9 +23,7 @@ from decimal import Decimal
 from aiohttp import web
 
 from gateway.api.auth import Auth
-from gateway.api.http import DIRECTORY, LEDGER, TENANT, iso_ms, json_response, read_json
-from gateway.api.routes import Route
-from gateway.api.schemas import (
+from gateway.api.call_schemas import (
     AgentRoles,
     AlertsIn,
     AlertsOut,
@@ -38,6 +36,8 @@ from gateway.api.schemas import (
     UsageSummary,
     VoiceRuntime,
 )
+from gateway.api.http import DIRECTORY, LEDGER, TENANT, iso_ms, json_response, read_json
+from gateway.api.routes import Route
 from gateway.metering import MICROS_PER_USD, RATE_PER_MINUTE_MICROS, Role, micros_to_usd
 from gateway.metering import usd_to_micros as parse_usd
 

@@ -19,6 +19,17 @@ import time
 
 from aiohttp import web
 
+from gateway.api.call_schemas import (
+    CallBilling,
+    CallCreated,
+    CallEnded,
+    CallList,
+    CallOut,
+    CallsQuery,
+    CreateCall,
+    Transcript,
+    TranscriptLineOut,
+)
 from gateway.api.dialing import cancel_queued, create_call
 from gateway.api.http import (
     COORDINATION,
@@ -30,17 +41,6 @@ from gateway.api.http import (
     read_query,
 )
 from gateway.api.routes import Route
-from gateway.api.schemas import (
-    CallBilling,
-    CallCreated,
-    CallEnded,
-    CallList,
-    CallOut,
-    CallsQuery,
-    CreateCall,
-    Transcript,
-    TranscriptLineOut,
-)
 from gateway.errors import NotFoundError
 from gateway.metering import RATE_PER_MINUTE_MICROS, UNIT_MS, micros_to_usd
 from gateway.store.coordination import Command

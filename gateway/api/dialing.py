@@ -38,6 +38,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from gateway.api.auth import SETTINGS
+from gateway.api.call_schemas import AgentRef, CallCreated, CreateCall, ParticipantOut
 from gateway.api.carrier_api import Dial
 from gateway.api.http import (
     COORDINATION,
@@ -48,7 +49,6 @@ from gateway.api.http import (
     json_response,
     read_json,
 )
-from gateway.api.schemas import AgentRef, CallCreated, CreateCall, ParticipantOut
 from gateway.api.telephony import CARRIER_API
 from gateway.errors import (
     CarrierApiError,

@@ -27,6 +27,7 @@ from gateway.store.models import (
     Agent,
     BargeIn,
 )
+from gateway.store.rows import checked_text, tenant_exists
 from gateway.store.secrets import Keyring, Sealed, Secret
 from gateway.store.sql import schema
 from gateway.store.sql.engine import db_errors, read_tx, write_tx
@@ -83,7 +84,7 @@ class AgentMixin:
         row |= self._storable(tenant_id, agent_id, values)
         with db_errors("create agent"):
             async with write_tx(self.engine) as conn:
-                await _tenant_exists(conn, tenant_id)
+                await tenant_exists(conn, tenant_id)
                 await conn.execute(sa.insert(schema.agents).values(row))
                 return agent_from_prefixed((await agent_row(conn, tenant_id, agent_id))._mapping)
 
@@ -101,7 +102,7 @@ class AgentMixin:
         )
         with db_errors("list agents"):
             async with read_tx(self.engine) as conn:
-                await _tenant_exists(conn, tenant_id)
+                await tenant_exists(conn, tenant_id)
                 return [
                     agent_from_prefixed(row._mapping) for row in (await conn.execute(query)).all()
                 ]
@@ -228,12 +229,6 @@ def agent_from_prefixed(mapping: sa.RowMapping | Mapping[str, Any], prefix: str 
     )
 
 
-async def _tenant_exists(conn: AsyncConnection, tenant_id: str) -> None:
-    query = sa.select(schema.tenants.c.id).where(schema.tenants.c.id == tenant_id)
-    if (await conn.execute(query)).first() is None:
-        raise NotFoundError(f"tenant {tenant_id}: not found")
-
-
 def _validated(
     *,
     name: object,
@@ -242,8 +237,7 @@ def _validated(
     barge_in: object,
     extra: object,
 ) -> dict[str, Any]:
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise ValidationError("name", "expected 1-200 characters of text")
+    checked_name = checked_text("name", name, 200)
     low, high = MAX_CALL_DURATION_RANGE_S
     duration = max_call_duration_s
     if not isinstance(duration, int) or isinstance(duration, bool) or not low <= duration <= high:
@@ -251,7 +245,7 @@ def _validated(
             "max_call_duration_s", f"expected an integer {low}-{high} (seconds), got {duration!r}"
         )
     return {
-        "name": name.strip(),
+        "name": checked_name,
         "role": _choice(Role, "role", role).value,
         "max_call_duration_s": duration,
         "barge_in": _choice(BargeIn, "barge_in", barge_in).value,
