@@ -25,9 +25,9 @@ from gateway.bridge.protocol import (
     Stop,
     Transcript,
 )
-from rymi_codecs import FRAME_MS
+from rymi_codecs import FRAME_MS, Resampler
 
-__all__ = ["PatternCore", "PatternStats", "load_wav", "tone"]
+__all__ = ["PatternCore", "PatternStats", "ProbeCore", "ProbeStats", "load_wav", "tone"]
 
 
 @dataclass(slots=True)
@@ -121,6 +121,46 @@ class PatternCore:
             chunk = self._source[self._pos :] + self._source[:end]
         self._pos = end
         return chunk
+
+
+@dataclass(slots=True)
+class ProbeStats:
+    """What one call's probe agent did."""
+
+    caller_frames: int = 0
+    stop_reason: str | None = None
+
+
+class ProbeCore:
+    """Send every caller frame straight back (``--mode probe``), for the load tester.
+
+    Unlike :class:`~gateway.bridge.echo.EchoCore`, which waits for the end of each
+    utterance, the probe answers each 20 ms frame at once, so the audio the carrier hears
+    is the caller's own stream shifted by the round trip: the load tester identifies each
+    frame by its position and content and times both legs (docs/loadtest.md). Caller
+    audio is resampled when ``start`` asks for a different agent rate.
+    """
+
+    def __init__(self, start: Start) -> None:
+        caller, agent = start.caller_audio.sample_rate, start.agent_audio.sample_rate
+        self._resampler = Resampler(caller, agent) if caller != agent else None
+        self._stats = ProbeStats()
+
+    def stats(self) -> ProbeStats:
+        """A copy of the call's counters."""
+        return replace(self._stats)
+
+    def receive_audio(self, pcm: bytes) -> list[AgentItem]:
+        """One caller frame: the same audio back."""
+        self._stats.caller_frames += 1
+        out = pcm if self._resampler is None else self._resampler.process(pcm)
+        return [out] if out else []
+
+    def receive_message(self, message: GatewayMessage) -> list[AgentItem]:
+        """Nothing to answer; ``stop`` is recorded."""
+        if isinstance(message, Stop):
+            self._stats.stop_reason = message.reason
+        return []
 
 
 def tone(rate: int, hz: float, dbfs: float = -12.0) -> bytes:

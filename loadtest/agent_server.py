@@ -21,6 +21,13 @@ Modes (the agent behaviour is a sans-I/O core, the same one the gateway runs in-
   ``--listen-ms`` in turn, talking a tone (``--tone-hz``) or a looped WAV fixture
   (``--fixture``), 20 ms per caller frame, with a ``mark`` after each spurt;
   ``--hangup-after-ms`` hangs up.
+* ``probe``: :class:`loadtest.agent_pattern.ProbeCore`, each caller frame sent straight
+  back (the load tester's round-trip probe).
+
+``--timing`` records, per call, the monotonic time (``time.monotonic()``, the same clock
+in every process of the host) and size of every audio message in and out, and the time
+``start`` arrived, in the ``/stats`` records: the load tester matches them with its own
+send and receive times to time each leg of the gateway (docs/loadtest.md).
 """
 
 from __future__ import annotations
@@ -55,13 +62,14 @@ from gateway.bridge.protocol import (
     verify_agent_token,
 )
 from gateway.errors import AgentError, CloseCode
-from loadtest.agent_pattern import PatternCore, load_wav, tone
+from loadtest.agent_pattern import PatternCore, ProbeCore, load_wav, tone
 from rymi_codecs import Resampler
 
 __all__ = [
     "AgentServerConfig",
     "CallLog",
     "CallRecord",
+    "CallTiming",
     "call_records",
     "main",
     "make_app",
@@ -80,7 +88,7 @@ class AgentServerConfig:
     secret: bytes
     """The shared secret the gateway signs its bearer tokens with (>= 32 bytes)."""
     mode: str = "echo"
-    """``echo`` or ``pattern``."""
+    """``echo``, ``pattern`` or ``probe``."""
     talk_ms: int = 2000
     listen_ms: int = 2000
     tone_hz: float = 440.0
@@ -89,6 +97,8 @@ class AgentServerConfig:
     hangup_after_ms: int | None = None
     start_timeout_s: float = 5.0
     """The gateway must send ``start`` this soon after the handshake."""
+    timing: bool = False
+    """Record the time and size of every audio message (see :class:`CallTiming`)."""
 
 
 class CallLog:
@@ -137,6 +147,19 @@ class CallRecord:
     close_code: int | None = None
     """The close code the gateway sent (or answered ours with)."""
     core: dict[str, Any] = field(default_factory=dict)
+    timing: CallTiming | None = None
+
+
+@dataclass(slots=True)
+class CallTiming:
+    """When each audio message came and went (``time.monotonic()`` seconds, bytes)."""
+
+    start_at: float
+    """When ``start`` arrived."""
+    in_at: list[float] = field(default_factory=list)
+    in_bytes: list[int] = field(default_factory=list)
+    out_at: list[float] = field(default_factory=list)
+    out_bytes: list[int] = field(default_factory=list)
 
 
 def core_factory(config: AgentServerConfig) -> Callable[[Start], AgentCore]:
@@ -147,8 +170,10 @@ def core_factory(config: AgentServerConfig) -> Callable[[Start], AgentCore]:
     """
     if config.mode == "echo":
         return EchoCore
+    if config.mode == "probe":
+        return ProbeCore
     if config.mode != "pattern":
-        raise ValueError(f"expected mode echo or pattern, got {config.mode!r}")
+        raise ValueError(f"expected mode echo, pattern or probe, got {config.mode!r}")
     raw, raw_rate = load_wav(config.fixture) if config.fixture else (b"", 0)
     sources: dict[int, bytes] = {}
 
@@ -246,8 +271,10 @@ async def _agent_call(
     start = await _receive_start(ws, call_id, request.match_info["agent_id"], config)
     if start is None:
         return ws
-    record = CallRecord(start.call_id, start.agent_id, config.mode, time.time())
     began = time.monotonic()
+    record = CallRecord(start.call_id, start.agent_id, config.mode, time.time())
+    if config.timing:
+        record.timing = CallTiming(began)
     core = factory(start)
     try:
         await _run_call(ws, core, record)
@@ -291,6 +318,9 @@ async def _run_call(ws: web.WebSocketResponse, core: AgentCore, record: CallReco
     """Feed the core until the gateway closes; this task is the socket's only writer."""
     async for msg in ws:
         if msg.type is WSMsgType.BINARY:
+            if record.timing is not None:
+                record.timing.in_at.append(time.monotonic())
+                record.timing.in_bytes.append(len(msg.data))
             record.frames_in += 1
             record.bytes_in += len(msg.data)
             outputs = core.receive_audio(msg.data)
@@ -325,6 +355,9 @@ async def _send(ws: web.WebSocketResponse, item: AgentItem, record: CallRecord) 
     if isinstance(item, bytes):
         record.frames_out += 1
         record.bytes_out += len(item)
+        if record.timing is not None:
+            record.timing.out_at.append(time.monotonic())
+            record.timing.out_bytes.append(len(item))
         await ws.send_bytes(item)
     else:
         record.messages_out += 1
@@ -363,13 +396,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100, help="0 picks a free port")
     parser.add_argument("--secret", required=True, help="shared secret, >= 32 characters")
-    parser.add_argument("--mode", choices=("echo", "pattern"), default="echo")
+    parser.add_argument("--mode", choices=("echo", "pattern", "probe"), default="echo")
     parser.add_argument("--talk-ms", type=int, default=2000)
     parser.add_argument("--listen-ms", type=int, default=2000)
     parser.add_argument("--tone-hz", type=float, default=440.0)
     parser.add_argument("--fixture", type=Path, help="mono PCM16 WAV to talk (pattern mode)")
     parser.add_argument("--hangup-after-ms", type=int, help="pattern mode: hang up after this")
     parser.add_argument("--stats-file", type=Path, help="write per-call records here on exit")
+    parser.add_argument(
+        "--timing", action="store_true", help="record each audio message's time in /stats"
+    )
     args = parser.parse_args(argv)
     if len(args.secret.encode()) < 32:
         parser.error("--secret must be at least 32 bytes (HS256 key, RFC 7518 §3.2)")
@@ -381,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tone_hz=args.tone_hz,
         fixture=args.fixture,
         hangup_after_ms=args.hangup_after_ms,
+        timing=args.timing,
     )
     summary = asyncio.run(serve(config, args.host, args.port))
     if args.stats_file is not None:

@@ -1,0 +1,136 @@
+"""Capacity search: step the concurrency up until the gateway stops being clean.
+
+Each level is a full run (:func:`~loadtest.run.run_load`) against the same gateway, all
+calls live together for the hold. A level is *clean* when no frame was lost, duplicated
+or reordered, no call failed, was refused or was billed other units than it sent, the
+gateway-added p99 latency (both legs, when an external agent measures them) and the
+pacing-jitter p99 are within their limits, and the ``/healthz`` probe p99 (the
+gateway's event-loop lag) is within its limit (outbound latency is judged *beyond
+pacing*, without the playout queue, which is reported next to it). The search stops
+at the first level that is not clean and reports the highest clean one, with the
+gateway's CPU and memory per call there.
+
+The load tester shares the machine: when its *own* send lateness p99 exceeds
+``max_tester_lateness_ms`` the level is marked ``tester saturated`` (the figures would
+measure the tester, not the gateway) and the search stops there too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from loadtest.environment import Environment
+from loadtest.report import account, check_billing
+from loadtest.run import RunConfig, run_load
+
+__all__ = ["Limits", "judge", "search"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a clean level must meet."""
+
+    max_p99_ms: float = 10.0
+    max_jitter_p99_ms: float = 10.0
+    max_probe_p99_ms: float = 50.0
+    max_tester_lateness_ms: float = 20.0
+
+
+def judge(report: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    """One level's figures and the reasons it is not clean (none: clean)."""
+    lat = report["latency_ms"]
+    frames = report["frames"]
+    calls = report["calls"]
+    gateway = report.get("gateway") or {}
+    lost = sum(frames.get(k, 0) for k in ("lost_inbound", "lost_outbound", "content_lost"))
+    misordered = sum(
+        frames.get(k, 0) for k in ("duplicated", "reordered", "excess_inbound", "excess_outbound")
+    )
+    level = {
+        "calls": report["config"]["calls"],
+        "inbound_p99_ms": lat["inbound"]["p99"],
+        "outbound_p99_ms": lat["outbound_service"]["p99"],
+        "queue_p99_ms": lat["outbound"]["p99"],
+        "jitter_p99_ms": lat["pacing_jitter"]["p99"],
+        "probe_p99_ms": lat["healthz_probe"]["p99"],
+        "tester_lateness_p99_ms": lat["tester_lateness"]["p99"],
+        "lost_frames": lost,
+        "lost_by_kind": {
+            k: frames.get(k, 0) for k in ("lost_inbound", "lost_outbound", "content_lost")
+        },
+        "agent_connect_p99_ms": lat["agent_connect"]["p99"],
+        "billing_checked": report["billing"].get("checked", 0),
+        "billing_mismatched": report["billing"].get("mismatched", 0),
+        "misordered_frames": misordered,
+        "cpu_percent": gateway.get("cpu_percent"),
+        "cpu_percent_per_call": gateway.get("cpu_percent_per_call"),
+        "rss_kb_per_call": gateway.get("rss_kb_per_call"),
+    }
+    reasons = []
+    if lost:
+        reasons.append(f"{lost} frames lost")
+    if misordered:
+        reasons.append(f"{misordered} frames duplicated/reordered")
+    if calls["failed"] or calls["refused"] or calls["answered"] < calls["planned"]:
+        reasons.append("calls failed or refused")
+    if level["billing_mismatched"]:
+        reasons.append(f"{level['billing_mismatched']} calls billed other units")
+    for key, limit, what in (
+        ("inbound_p99_ms", limits.max_p99_ms, "inbound p99"),
+        ("outbound_p99_ms", limits.max_p99_ms, "outbound p99"),
+        ("jitter_p99_ms", limits.max_jitter_p99_ms, "jitter p99"),
+        ("probe_p99_ms", limits.max_probe_p99_ms, "loop lag (probe p99)"),
+    ):
+        if level[key] is not None and level[key] > limit:
+            reasons.append(f"{what} {level[key]:.3g} ms > {limit:g}")
+    tester = level["tester_lateness_p99_ms"]
+    if tester is not None and tester > limits.max_tester_lateness_ms:
+        reasons.append("tester saturated")
+    if report.get("deadline_hit"):
+        reasons.append("deadline")
+    return level | {"clean": not reasons, "reasons": reasons}
+
+
+async def search(
+    env: Environment,
+    levels: Sequence[int],
+    base: RunConfig,
+    limits: Limits,
+    *,
+    progress: Callable[[str], None] | None = None,
+    on_level: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+    all_levels: bool = False,
+) -> dict[str, Any]:
+    """Run ``levels`` in order until one is not clean (``all_levels``: run them all).
+
+    The highest clean level is the highest one below the first that is not clean.
+    """
+    done: list[dict[str, Any]] = []
+    for calls in levels:
+        raw = await run_load(env, replace(base, calls=calls), progress=progress)
+        billing = await check_billing(env.database_url, raw.results) if env.database_url else []
+        report = account(raw, billing)
+        level = judge(report, limits)
+        done.append(level)
+        if on_level is not None:
+            on_level(level, report)
+        if not level["clean"] and not all_levels:
+            break
+    best = None
+    for level in done:
+        if not level["clean"]:
+            break
+        best = level
+    return {
+        "levels": done,
+        "highest_clean": best["calls"] if best else None,
+        "at_highest_clean": best,
+        "limits": {
+            "max_p99_ms": limits.max_p99_ms,
+            "max_jitter_p99_ms": limits.max_jitter_p99_ms,
+            "max_probe_p99_ms": limits.max_probe_p99_ms,
+            "max_tester_lateness_ms": limits.max_tester_lateness_ms,
+        },
+    }

@@ -1,0 +1,145 @@
+"""The report for people: the final table (rich) and the optional PNG plot (matplotlib).
+
+matplotlib is an optional extra (``pip install 'rymi-gateway[plot]'``); asking for a
+plot without it is a clear error, not a crash at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from loadtest.report import Objective
+
+__all__ = ["plot_levels", "print_levels", "print_report"]
+
+_LATENCIES = (
+    ("answer", "answer (HTTP)"),
+    ("inbound", "added: carrier → agent"),
+    ("outbound_service", "added: agent → carrier"),
+    ("outbound", "  … with playout queue"),
+    ("pacing_jitter", "pacing jitter |Δ-20ms|"),
+    ("agent_connect", "agent connect"),
+    ("healthz_probe", "/healthz probe (loop lag)"),
+    ("tester_lateness", "tester send lateness"),
+)
+
+
+def print_report(
+    console: Console, report: Mapping[str, Any], checks: Sequence[Objective] = ()
+) -> None:
+    """Latency percentiles, frames, calls, processes and objectives."""
+    table = Table(title="latency (ms)", title_justify="left")
+    table.add_column("what")
+    for column in ("count", "p50", "p90", "p99", "p99.9", "max"):
+        table.add_column(column, justify="right")
+    for key, label in _LATENCIES:
+        row = report["latency_ms"][key]
+        cells = [_fmt(row[c]) for c in ("p50", "p90", "p99", "p99.9", "max")]
+        table.add_row(label, str(row["count"]), *cells)
+    console.print(table)
+    calls = report["calls"]
+    console.print(
+        f"calls: {calls['answered']}/{calls['planned']} answered, {calls['completed']} "
+        f"completed, {calls['failed']} failed, refused {calls['refused'] or 0}"
+        + (f", errors {calls['errors']}" if calls["errors"] else "")
+    )
+    frames = report["frames"]
+    console.print(
+        "frames: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(frames.items()) if k != "loss_ratio")
+        + f"; loss ratio {frames['loss_ratio']}"
+    )
+    for name in ("gateway", "agent_server", "tester"):
+        proc = report.get(name)
+        if proc and "cpu_percent" in proc:
+            console.print(
+                f"{name}: CPU {proc['cpu_percent']}% ({proc['cpu_percent_per_call']}%/call) "
+                f"over {proc['window_s']} s, RSS {proc['rss_mb_start']} → "
+                f"{proc['rss_mb_peak']} MB ({proc['rss_kb_per_call']} kB/call)"
+            )
+    billing = report["billing"]
+    if billing.get("checked"):
+        console.print(
+            f"billing: {billing['checked']} CDRs, {billing['mismatched']} mismatched units, "
+            f"audio - sent ms {billing['audio_minus_sent_ms']}"
+        )
+    for check in checks:
+        mark = "[green]ok[/]" if check.ok else "[red]MISSED[/]"
+        console.print(f"objective {check.name} ≤ {check.limit}: {_fmt(check.value)} {mark}")
+
+
+def print_levels(console: Console, levels: Sequence[Mapping[str, Any]]) -> None:
+    """The capacity search's steps."""
+    table = Table(title="capacity search", title_justify="left")
+    for column in ("calls", "clean", "in p99", "out p99", "queue p99", "jitter p99", "probe p99"):
+        table.add_column(column, justify="right")
+    for column in ("lost",):
+        table.add_column(column, justify="right")
+    for column in ("CPU %", "CPU %/call", "kB/call", "why"):
+        table.add_column(column, justify="right")
+    for level in levels:
+        table.add_row(
+            str(level["calls"]),
+            "yes" if level["clean"] else "no",
+            _fmt(level["inbound_p99_ms"]),
+            _fmt(level["outbound_p99_ms"]),
+            _fmt(level["queue_p99_ms"]),
+            _fmt(level["jitter_p99_ms"]),
+            _fmt(level["probe_p99_ms"]),
+            str(level["lost_frames"]),
+            _fmt(level["cpu_percent"]),
+            _fmt(level["cpu_percent_per_call"]),
+            _fmt(level["rss_kb_per_call"]),
+            ", ".join(level["reasons"]),
+        )
+    console.print(table)
+
+
+def plot_levels(path: Path, levels: Sequence[Mapping[str, Any]], title: str) -> None:
+    """Latency p99 and CPU against concurrency, as a PNG.
+
+    Raises:
+        RuntimeError: matplotlib (the ``plot`` extra) is not installed.
+    """
+    try:
+        import matplotlib as mpl
+
+        mpl.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib: pip install 'rymi-gateway[plot]'") from None
+    calls = [level["calls"] for level in levels]
+    fig, left = plt.subplots(figsize=(8, 4.5))
+    for key, label in (
+        ("inbound_p99_ms", "carrier→agent p99"),
+        ("outbound_p99_ms", "agent→carrier p99"),
+        ("jitter_p99_ms", "pacing jitter p99"),
+    ):
+        values = [level[key] if level[key] is not None else float("nan") for level in levels]
+        left.plot(calls, values, marker="o", label=label)
+    left.set_xlabel("concurrent calls")
+    left.set_ylabel("ms")
+    right = left.twinx()
+    right.plot(
+        calls,
+        [level["cpu_percent"] or 0 for level in levels],
+        "k--",
+        marker="s",
+        label="gateway CPU %",
+    )
+    right.set_ylabel("gateway CPU % (100 = one core)")
+    left.legend(loc="upper left")
+    right.legend(loc="lower right")
+    left.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}" if isinstance(value, int) else f"{value:.3g}"

@@ -1,0 +1,252 @@
+"""One load run: plan the calls, play them concurrently, watch the processes.
+
+:func:`plan_calls` and :func:`parse_mix` are pure. :func:`run_load` plays the plan
+against an :class:`~loadtest.environment.Environment` with a live progress line, samples
+the gateway's (and the agent server's) CPU and RSS from ``/proc`` every 0.5 s, probes
+``/healthz`` every 0.25 s (a cheap request whose latency is dominated by the gateway's
+event-loop lag), fetches the agent server's per-call timing at the end, and returns a
+:class:`RawRun` for :mod:`loadtest.report` to account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from loadtest.environment import Environment
+from loadtest.player import CallPlan, CallResult
+from loadtest.procs import ProcSample, read_proc, read_tree
+from loadtest.schedule import ramp_starts
+from loadtest.workers import Target, play_plans, play_shard
+
+__all__ = ["RawRun", "RunConfig", "parse_mix", "plan_calls", "run_load"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """What to play."""
+
+    calls: int
+    mix: dict[str, int]
+    """Carrier → weight."""
+    ramp: float = 20.0
+    """Calls started per second (``inf``: all at once)."""
+    hold_s: float = 10.0
+    """Seconds every call keeps talking after the last one started (when no duration)."""
+    durations: tuple[float, ...] = ()
+    """Per-call talk time, cycled over the calls; empty: all end together after the hold."""
+    deadline_s: float = 600.0
+    """Hard limit on the whole run."""
+    keep_audio: bool = True
+    """Keep the heard audio for the content check (external probe agent)."""
+    workers: int = 1
+    """Tester processes sharing the calls (one Python process saturates near 100 calls)."""
+
+
+@dataclass
+class RawRun:
+    """Everything a run observed, before accounting."""
+
+    config: RunConfig
+    results: list[CallResult]
+    began: float
+    ended: float
+    ramp_end: float
+    """When the last call was started (monotonic)."""
+    gateway: list[ProcSample] = field(default_factory=list)
+    agent: list[ProcSample] = field(default_factory=list)
+    tester: list[ProcSample] = field(default_factory=list)
+    """This process and its worker processes (not the gateway or agent server)."""
+    probes_ms: list[float] = field(default_factory=list)
+    probe_failures: int = 0
+    agent_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Agent server records by the gateway's call id."""
+    deadline_hit: bool = False
+    pacer_lead: int = 3
+    """The gateway's pacer lead, frames (for the outbound service latency)."""
+
+
+def parse_mix(text: str) -> dict[str, int]:
+    """``twilio=50,plivo=25,vonage=25`` → weights (a bare name weighs 1).
+
+    Raises:
+        ValueError: an unknown carrier, a weight that is not a positive integer, a carrier
+            named twice, or nothing at all.
+    """
+    mix: dict[str, int] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, _, weight = part.partition("=")
+        name = name.strip().lower()
+        if name not in ("twilio", "plivo", "vonage"):
+            raise ValueError(f"--mix: expected twilio, plivo or vonage, got {name!r}")
+        if name in mix:
+            raise ValueError(f"--mix: {name} named twice")
+        try:
+            value = int(weight) if weight else 1
+        except ValueError:
+            raise ValueError(f"--mix: expected {name}=<positive integer>, got {part!r}") from None
+        if value <= 0:
+            raise ValueError(f"--mix: expected {name}=<positive integer>, got {part!r}")
+        mix[name] = value
+    if not mix:
+        raise ValueError("--mix: expected at least one carrier")
+    return mix
+
+
+def plan_calls(config: RunConfig) -> list[CallPlan]:
+    """The calls of a run: carriers interleaved by weight, start times by the ramp.
+
+    Carrier ``c`` gets call ``i`` when it is the furthest behind its share
+    ``weight / total * (i + 1)`` (ties: mix order), so every prefix of the ramp carries
+    the mix, not one carrier after another.
+    """
+    if config.calls < 1:
+        raise ValueError(f"expected at least 1 call, got {config.calls}")
+    starts = ramp_starts(config.calls, config.ramp)
+    ramp_end = starts[-1]
+    total = sum(config.mix.values())
+    assigned = dict.fromkeys(config.mix, 0)
+    plans: list[CallPlan] = []
+    for i, start in enumerate(starts):
+        carrier = max(config.mix, key=lambda c: config.mix[c] * (i + 1) / total - assigned[c])
+        assigned[carrier] += 1
+        if config.durations:
+            duration = config.durations[i % len(config.durations)]
+        else:
+            duration = ramp_end - start + config.hold_s
+        plans.append(CallPlan(i, carrier, start, max(duration, 0.02)))
+    return plans
+
+
+async def run_load(
+    env: Environment,
+    config: RunConfig,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> RawRun:
+    """Play ``config`` against ``env``; bounded by ``config.deadline_s``."""
+    plans = plan_calls(config)
+    results: list[CallResult] = []
+    stop = asyncio.Event()
+    began = time.monotonic()
+    raw = RawRun(config, results, began, began, began + plans[-1].start_s)
+    raw.pacer_lead = env.pacer_lead
+    target = Target(env.public_url, env.setup, env.allowed)
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        watcher = asyncio.create_task(_watch(http, env, raw, stop))
+        shown = asyncio.create_task(_progress(raw, plans, stop, progress)) if progress else None
+        origin = time.monotonic() + 0.2  # every worker starts the ramp at the same instant
+        try:
+            async with asyncio.timeout(config.deadline_s + 20):
+                if config.workers > 1:
+                    results.extend(await _in_workers(target, config, plans, origin))
+                else:
+                    results.extend(await play_plans(target, config, plans, origin))
+        except TimeoutError:
+            raw.deadline_hit = True
+        finally:
+            stop.set()
+            await asyncio.gather(watcher, *([shown] if shown else []), return_exceptions=True)
+        raw.ended = time.monotonic()
+        raw.deadline_hit = raw.deadline_hit or raw.ended - began > config.deadline_s
+        if env.agent_stats_url:
+            raw.agent_calls = await _agent_records(http, env.agent_stats_url)
+    return raw
+
+
+async def _in_workers(
+    target: Target, config: RunConfig, plans: Sequence[CallPlan], origin: float
+) -> list[CallResult]:
+    """Shard the calls over ``config.workers`` processes (call ``i`` to worker ``i % n``)."""
+    shards = [list(plans[w :: config.workers]) for w in range(config.workers)]
+    loop = asyncio.get_running_loop()
+    context = multiprocessing.get_context("spawn")  # no inherited event loop or sockets
+    with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
+        futures = [
+            loop.run_in_executor(pool, play_shard, target, config, shard, origin)
+            for shard in shards
+            if shard
+        ]
+        done = await asyncio.gather(*futures)
+    return [result for shard in done for result in shard]
+
+
+async def _watch(
+    http: aiohttp.ClientSession, env: Environment, raw: RawRun, stop: asyncio.Event
+) -> None:
+    """Sample /proc every 0.5 s and probe /healthz every 0.25 s until ``stop``."""
+    tick = 0
+    timeout = aiohttp.ClientTimeout(total=2)
+    while not stop.is_set():
+        if tick % 2 == 0:
+            for pid, series in ((env.gateway_pid, raw.gateway), (env.agent_pid, raw.agent)):
+                sample = read_proc(pid) if pid else None
+                if sample is not None:
+                    series.append(sample)
+            mine = read_tree(os.getpid(), exclude={env.gateway_pid, env.agent_pid})
+            if mine is not None:
+                raw.tester.append(mine)
+        began = time.monotonic()
+        try:
+            async with http.get(f"{env.base_url}/healthz", timeout=timeout) as response:
+                await response.read()
+                ok = response.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            ok = False
+        if ok:
+            raw.probes_ms.append((time.monotonic() - began) * 1000)
+        else:
+            raw.probe_failures += 1
+        tick += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.25)
+
+
+async def _progress(
+    raw: RawRun, plans: Sequence[CallPlan], stop: asyncio.Event, show: Callable[[str], None]
+) -> None:
+    while not stop.is_set():
+        results = raw.results
+        cpu = ""
+        if len(raw.gateway) >= 2:
+            a, b = raw.gateway[-2], raw.gateway[-1]
+            cpu = f"  gateway CPU {100 * (b.cpu_s - a.cpu_s) / max(b.at - a.at, 1e-6):.0f}%"
+            cpu += f"  RSS {b.rss_bytes / 2**20:.0f} MB"
+        elapsed = time.monotonic() - raw.began
+        started = sum(1 for p in plans if p.start_s <= elapsed)
+        done = len(results)
+        refused = sum(1 for r in results if r.refusal)
+        failed = sum(1 for r in results if r.error)
+        lag = f"  probe {raw.probes_ms[-1]:.1f} ms" if raw.probes_ms else ""
+        show(
+            f"{elapsed:6.1f}s  calls {started - done}/{len(plans)} live, {done} ended,"
+            f" {refused} refused, {failed} failed{cpu}{lag}"
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+
+
+async def _agent_records(http: aiohttp.ClientSession, url: str) -> dict[str, dict[str, Any]]:
+    """The agent server's per-call records (``/stats``), by call id; {} if unreachable."""
+    for _ in range(20):  # the gateway's ending sequence closes agent legs just after ours
+        try:
+            async with http.get(url, timeout=aiohttp.ClientTimeout(total=30)) as response:
+                stats = await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return {}
+        if stats.get("active", 0) == 0:
+            break
+        await asyncio.sleep(0.25)
+    return {str(r["call_id"]): r for r in stats.get("calls", [])}

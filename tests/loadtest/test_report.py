@@ -1,0 +1,140 @@
+"""Accounting a run into the JSON report, and the objectives."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gateway.server.answer import call_id_for
+from loadtest.player import CallPlan, CallResult
+from loadtest.procs import ProcSample
+from loadtest.report import BillingRow, account, objectives, process_figures
+from loadtest.run import RawRun, RunConfig
+
+
+def probe_call(
+    index: int, frames: int, *, lose_outbound: int = 0
+) -> tuple[CallResult, dict[str, Any]]:
+    """A Twilio call of ``frames`` frames through a probe agent: 1 ms each way."""
+    result = CallResult(CallPlan(index, "twilio", 0.0, frames * 0.02), f"CA{index:032x}")
+    result.answer_status, result.answer_ms, result.frame_samples = 200, 5.0 + index, 160
+    result.opened_at, result.completed = 100.0, True
+    result.sent_at = [100.0 + 0.02 * k for k in range(frames)]
+    result.lateness_ms = [0.1] * frames
+    in_at = [t + 0.001 for t in result.sent_at]  # 1 ms to the agent
+    out_at = list(in_at)  # the probe answers at once
+    result.received = [(t + 0.001, 160) for t in out_at[: frames - lose_outbound]]
+    result.ended_at = result.sent_at[-1] + 0.01
+    timing = {
+        "start_at": 100.0 - 0.01,
+        "in_at": in_at,
+        "in_bytes": [640] * frames,
+        "out_at": out_at,
+        "out_bytes": [640] * frames,
+    }
+    record = {
+        "call_id": call_id_for("twilio", result.carrier_call_id),
+        "mode": "echo",
+        "timing": timing,
+    }
+    return result, record
+
+
+def raw_run(results: list[CallResult], records: list[dict[str, Any]]) -> RawRun:
+    raw = RawRun(RunConfig(calls=len(results), mix={"twilio": 1}), results, 99.0, 120.0, 100.0)
+    raw.agent_calls = {r["call_id"]: r for r in records}
+    raw.probes_ms = [0.5, 0.7, 3.0]
+    raw.gateway = [ProcSample(99.0 + i, 0.1 * i, (100 + i) * 2**20) for i in range(20)]
+    return raw
+
+
+def test_report_counts_frames_and_latencies() -> None:
+    calls = [probe_call(i, 250) for i in range(3)]
+    report = account(raw_run([c for c, _ in calls], [r for _, r in calls]))
+    json.dumps(report)  # JSON-ready
+    assert report["schema"] == "rymi-loadtest/1"
+    assert report["calls"]["answered"] == report["calls"]["completed"] == 3
+    frames = report["frames"]
+    assert frames["sent"] == frames["received_by_agent"] == 750
+    assert frames["lost_inbound"] == frames["lost_outbound"] == 0
+    assert frames["loss_ratio"] == 0
+    inbound = report["latency_ms"]["inbound"]
+    assert inbound["p50"] == inbound["p99"] == pytest.approx(1.0)
+    # The first frames (sent before the agent's start + settle) are left out.
+    assert inbound["count"] == 3 * (250 - 5)
+    assert report["latency_ms"]["outbound"]["p99"] == pytest.approx(1.0)
+    assert report["latency_ms"]["answer"]["max"] == 7.0
+    assert report["latency_ms"]["healthz_probe"]["p99"] == 3.0
+    assert [row["frames_sent"] for row in report["per_call"]] == [250, 250, 250]
+
+
+def test_lost_outbound_frames_are_counted_before_the_hang_up_only() -> None:
+    result, record = probe_call(0, 250, lose_outbound=30)
+    report = account(raw_run([result], [record]))
+    # 30 never arrived; those sent in the last 200 ms (10 frames) were still in flight.
+    assert report["frames"]["lost_outbound"] == 30 - 10
+    assert report["frames"]["loss_ratio"] == pytest.approx(20 / 250)
+
+
+def test_refusals_by_reason_and_billing_rows() -> None:
+    refused = CallResult(CallPlan(1, "twilio", 0.0, 1.0), "CA1")
+    refused.answer_status, refused.answer_ms, refused.refusal = 200, 3.0, "concurrency_limit"
+    ok, record = probe_call(0, 100)
+    rows = [BillingRow("c", 2000, 1, 1, 1990, "completed", "caller_hangup")]
+    report = account(raw_run([ok, refused], [record]), rows)
+    assert report["calls"]["refused"] == {"concurrency_limit": 1}
+    assert report["billing"]["mismatched"] == 0
+    assert report["billing"]["audio_minus_sent_ms"]["p50"] == -10
+
+
+def test_process_figures_over_the_window() -> None:
+    samples = [ProcSample(float(t), 0.5 * t, (100 + 2 * t) * 2**20) for t in range(11)]
+    figures = process_figures(samples, (2.0, 8.0), calls=10)
+    assert figures["cpu_percent"] == 50.0
+    assert figures["cpu_percent_per_call"] == 5.0
+    assert figures["rss_kb_per_call"] == pytest.approx(16 * 1024 / 10)
+    assert process_figures(samples[:1], (0, 1), 1) == {"samples": 1}
+
+
+def test_objectives_pass_and_miss() -> None:
+    calls = [probe_call(i, 100) for i in range(2)]
+    report = account(raw_run([c for c, _ in calls], [r for _, r in calls]))
+    met = objectives(report, {"max_p99_ms": 2.0, "max_loss": 0.0, "max_refusals": None})
+    assert [(o.name, o.ok) for o in met] == [("max_p99_ms", True), ("max_loss", True)]
+    missed = objectives(report, {"max_p99_ms": 0.5, "max_answer_p99_ms": 1.0})
+    assert [o.ok for o in missed] == [False, False]
+    with pytest.raises(ValueError, match="unknown objective"):
+        objectives(report, {"max_fun": 1.0})
+
+
+def test_latency_objective_is_missed_when_not_measured() -> None:
+    result, _ = probe_call(0, 50)
+    report = account(raw_run([result], []))  # built-in echo: no agent timing
+    assert report["latency_ms"]["inbound"]["count"] == 0
+    (check,) = objectives(report, {"max_p99_ms": 100.0})
+    assert check.value is None
+    assert not check.ok
+
+
+def test_capacity_judge_names_every_reason() -> None:
+    from loadtest.capacity import Limits, judge
+
+    calls = [probe_call(i, 250) for i in range(2)]
+    report = account(raw_run([c for c, _ in calls], [r for _, r in calls]))
+    clean = judge(report, Limits())
+    assert clean["clean"]
+    assert clean["inbound_p99_ms"] == pytest.approx(1.0)
+    lossy, record = probe_call(0, 250, lose_outbound=40)
+    bad = account(
+        raw_run([lossy], [record]), [BillingRow("c", 5000, 1, 2, 5000, "completed", None)]
+    )
+    reasons = judge(bad, Limits(max_p99_ms=0.5, max_probe_p99_ms=1.0))["reasons"]
+    assert reasons == [
+        "30 frames lost",
+        "1 calls billed other units",
+        "inbound p99 1 ms > 0.5",
+        "outbound p99 1 ms > 0.5",
+        "loop lag (probe p99) 3 ms > 1",
+    ]
