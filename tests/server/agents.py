@@ -10,6 +10,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -50,8 +51,19 @@ class RecordingAgent:
         return ws
 
 
+class ServableAgent(Protocol):
+    """A test agent: a WebSocket handler and the URL it is served at (set on start)."""
+
+    url: str
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse: ...
+
+
+AgentT = TypeVar("AgentT", bound=ServableAgent)
+
+
 @contextlib.asynccontextmanager
-async def agent_server(agent: RecordingAgent) -> AsyncIterator[RecordingAgent]:
+async def agent_server(agent: AgentT) -> AsyncIterator[AgentT]:
     """Serve ``agent`` at ``ws://127.0.0.1:<port>/agents/<agent id>``."""
     app = web.Application()
     app.router.add_get("/agents/{agent}", agent.handle)

@@ -10,10 +10,8 @@ the agent wrote) and matches the final call record.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +21,7 @@ from aiohttp import web
 from gateway.bridge.protocol import verify_agent_token
 from gateway.store.secrets import Secret
 from gateway.webhooks.endpoints import WebhookStore
-from tests.helpers.redis_server import free_port
-from tests.server.agents import AGENT_SECRET
+from tests.server.agents import AGENT_SECRET, agent_server
 from tests.server.harness import (
     call_answer,
     connect_media,
@@ -63,27 +60,11 @@ class TranscribingAgent:
         return ws
 
 
-@contextlib.asynccontextmanager
-async def serve(agent: TranscribingAgent) -> AsyncIterator[TranscribingAgent]:
-    """Serve ``agent`` at ``ws://127.0.0.1:<port>/agents/<agent id>``."""
-    app = web.Application()
-    app.router.add_get("/agents/{agent}", agent.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    agent.url = f"ws://127.0.0.1:{port}/agents"
-    try:
-        yield agent
-    finally:
-        await runner.cleanup()
-
-
 async def test_hangup_mid_sentence_yields_one_call_completed(tmp_path: Path) -> None:
     frames, _ = to_carrier(load_speech(), "twilio")
     sent = frames[:120]  # 2.4 s: the hang-up falls in the middle of the first phrase
     async with (
-        serve(TranscribingAgent()) as agent,
+        agent_server(TranscribingAgent()) as agent,
         receiver() as rx,
         running_gateway(tmp_path, webhook_dev_mode=True, webhook_poll_interval_s=0.05) as gw,
         aiohttp.ClientSession() as http,
