@@ -34,8 +34,9 @@ from gateway.server.answer import call_id_for
 from loadtest.audio import carrier_audio, load_fixture
 from loadtest.environment import Environment, EnvOptions, environment
 from loadtest.player import CallPlan, CallResult, play_call
+from loadtest.render import mark
 from loadtest.report import account, check_billing
-from loadtest.run import RawRun, RunConfig, plan_calls
+from loadtest.run import RawRun, RunConfig, agent_records, plan_calls
 from loadtest.schedule import FRAME_S
 from loadtest.workers import Target, play_plans
 
@@ -81,7 +82,7 @@ async def run_kill_gateway(args: argparse.Namespace, options: EnvOptions, consol
         results_a, results_b = await side_a, await side_b
         raw_b = RawRun(config, results_b, began, time.monotonic(), began + plans[-1].start_s)
         if env.agent_stats_url:
-            raw_b.agent_calls = await _agent_records(env.agent_stats_url)
+            raw_b.agent_calls = await agent_records(env.agent_stats_url)
         assert env.database_url is not None
         billing_b = await check_billing(env.database_url, results_b)
         report_b = account(raw_b, billing_b)
@@ -136,15 +137,6 @@ async def first_admission(
                 return time.monotonic() - since
             await asyncio.sleep(0.25)
     return None
-
-
-async def _agent_records(url: str) -> dict[str, dict[str, Any]]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(url, timeout=aiohttp.ClientTimeout(total=30)) as response,
-    ):
-        stats = await response.json()
-    return {str(r["call_id"]): r for r in stats.get("calls", [])}
 
 
 async def _dead_calls(
@@ -223,9 +215,6 @@ def _verdict(
 
 
 def _print(console: Console, result: dict[str, Any]) -> None:
-    def mark(ok: bool) -> str:
-        return "[green]ok[/]" if ok else "[red]FAILED[/]"
-
     report = result["survivor"]["report"]
     console.print(
         f"gateway B's calls: {report['calls']['completed']}/{result['calls_per_gateway']} "

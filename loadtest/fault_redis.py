@@ -34,8 +34,9 @@ from loadtest.environment import Environment, EnvOptions, environment, wait_port
 from loadtest.fault_kill import FLEET_ENV, first_admission, set_limit
 from loadtest.player import CallPlan, play_call
 from loadtest.procs import Spawned
+from loadtest.render import mark
 from loadtest.report import account, check_billing
-from loadtest.run import RawRun, RunConfig, plan_calls
+from loadtest.run import RawRun, RunConfig, agent_records, plan_calls
 from loadtest.workers import Target, play_plans
 
 __all__ = ["run_restart_redis"]
@@ -80,7 +81,7 @@ async def run_restart_redis(args: argparse.Namespace, options: EnvOptions, conso
             reopen_s = await first_admission(env, carrier, 1, ended, _BARRIER_S + 15)
         raw = RawRun(replace(config, calls=len(results)), results, began, ended, began)
         if env.agent_stats_url:
-            raw.agent_calls = await _agent_records(env.agent_stats_url)
+            raw.agent_calls = await agent_records(env.agent_stats_url)
         assert env.database_url is not None
         report = account(raw, await check_billing(env.database_url, results))
     result = _verdict(report, offers, restarted_at, reopen_s, 2 * per_gateway)
@@ -134,15 +135,6 @@ async def _offer(
             await asyncio.sleep(0.2)
 
 
-async def _agent_records(url: str) -> dict[str, dict[str, Any]]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(url, timeout=aiohttp.ClientTimeout(total=30)) as response,
-    ):
-        stats = await response.json()
-    return {str(r["call_id"]): r for r in stats.get("calls", [])}
-
-
 def _verdict(
     report: dict[str, Any],
     offers: list[tuple[float, str | None]],
@@ -180,9 +172,6 @@ def _verdict(
 
 
 def _print(console: Console, result: dict[str, Any]) -> None:
-    def mark(ok: bool) -> str:
-        return "[green]ok[/]" if ok else "[red]FAILED[/]"
-
     report = result["live_calls"]["report"]
     console.print(
         f"live calls: {report['calls']['completed']}/{result['calls']} completed, loss ratio "

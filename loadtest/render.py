@@ -15,7 +15,13 @@ from rich.table import Table
 
 from loadtest.report import Objective
 
-__all__ = ["plot_levels", "print_levels", "print_report"]
+__all__ = ["mark", "plot_levels", "print_levels", "print_report"]
+
+
+def mark(ok: bool) -> str:
+    """A verdict for the terminal: green ``ok`` or red ``FAILED``."""
+    return "[green]ok[/]" if ok else "[red]FAILED[/]"
+
 
 _LATENCIES = (
     ("answer", "answer (HTTP)"),

@@ -28,7 +28,7 @@ from loadtest.procs import ProcSample, read_proc, read_tree
 from loadtest.schedule import ramp_starts
 from loadtest.workers import Target, play_plans, play_shard
 
-__all__ = ["RawRun", "RunConfig", "parse_mix", "plan_calls", "run_load"]
+__all__ = ["RawRun", "RunConfig", "agent_records", "parse_mix", "plan_calls", "run_load"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +162,7 @@ async def run_load(
         raw.ended = time.monotonic()
         raw.deadline_hit = raw.deadline_hit or raw.ended - began > config.deadline_s
         if env.agent_stats_url:
-            raw.agent_calls = await _agent_records(http, env.agent_stats_url)
+            raw.agent_calls = await agent_records(env.agent_stats_url, http)
     return raw
 
 
@@ -238,8 +238,13 @@ async def _progress(
             await asyncio.wait_for(stop.wait(), 0.5)
 
 
-async def _agent_records(http: aiohttp.ClientSession, url: str) -> dict[str, dict[str, Any]]:
+async def agent_records(
+    url: str, http: aiohttp.ClientSession | None = None
+) -> dict[str, dict[str, Any]]:
     """The agent server's per-call records (``/stats``), by call id; {} if unreachable."""
+    if http is None:
+        async with aiohttp.ClientSession() as session:
+            return await agent_records(url, session)
     for _ in range(20):  # the gateway's ending sequence closes agent legs just after ours
         try:
             async with http.get(url, timeout=aiohttp.ClientTimeout(total=30)) as response:
