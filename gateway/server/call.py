@@ -86,6 +86,8 @@ HIGH_WATER_MS = 3000
 LOW_WATER_MS = 1000
 """Reading resumes when the queue is below this."""
 _PENDING_FRAMES = 250  # caller audio held while the agent connects: 5 s, oldest dropped
+_FORWARDING_PHASES = frozenset({Phase.ACTIVE, Phase.PLAYING_OUT})
+"""Phases in which caller audio goes straight to the agent."""
 
 
 class _CallOver(Exception):
@@ -283,18 +285,12 @@ class CallRunner:
 
     async def _caller_audio(self, payload: bytes, received_at: float) -> None:
         flush_due = self.meter.caller_frame()
-        now = self.loop.time()
-        pcm, out = self.caller.audio(payload, self.agent_media, barge_in=self.barge_in, now=now)
+        # The frame's arrival time is its "now": one clock read per frame, not two.
+        pcm, out = self.caller.audio(
+            payload, self.agent_media, barge_in=self.barge_in, now=received_at
+        )
         phase = self.session.phase
-        if (
-            self.link is not None
-            and self.agent_ready
-            and phase
-            in (
-                Phase.ACTIVE,
-                Phase.PLAYING_OUT,
-            )
-        ):
+        if self.link is not None and self.agent_ready and phase in _FORWARDING_PHASES:
             await self.link.send_audio(pcm)
             self.meter.to_agent(received_at, self.loop.time())
             self.frames_to_agent += 1
