@@ -132,9 +132,7 @@ class Coordination(ABC):
             CoordinationUnavailable: the backend cannot be reached.
             ValidationError: bad arguments.
         """
-        check_name("tenant", tenant)
-        check_name("call_id", call_id)
-        check_token(token)
+        _check_lease_ref(tenant, call_id, token)
         ttl_ms = to_ms(check_ttl("ttl", ttl))
         claim = await self._claim(tenant, call_id, token, ttl_ms)
         if claim.lease is not None:
@@ -152,9 +150,7 @@ class Coordination(ABC):
             CoordinationUnavailable: the backend cannot be reached.
             ValidationError: bad arguments.
         """
-        check_name("tenant", tenant)
-        check_name("call_id", call_id)
-        check_token(token)
+        _check_lease_ref(tenant, call_id, token)
         ttl_ms = to_ms(check_ttl("ttl", ttl))
         held = self._book.get(call_id)
         same = held is not None and held.lease.token == token
@@ -206,9 +202,7 @@ class Coordination(ABC):
                 expires by itself within its TTL).
             ValidationError: bad arguments.
         """
-        check_name("tenant", tenant)
-        check_name("call_id", call_id)
-        check_token(token)
+        _check_lease_ref(tenant, call_id, token)
         # Forget it locally first, so that a re-assert running meanwhile cannot revive it.
         self._book.drop(call_id, token)
         return await self._release(tenant, call_id, token)
@@ -334,3 +328,10 @@ class Coordination(ABC):
 
     @abstractmethod
     async def _hit(self, key: str, limit: int, window_ms: int) -> RateDecision: ...
+
+
+def _check_lease_ref(tenant: str, call_id: str, token: int) -> None:
+    """Validate the (tenant, call id, fencing token) that names a held lease."""
+    check_name("tenant", tenant)
+    check_name("call_id", call_id)
+    check_token(token)
