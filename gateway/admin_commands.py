@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
 from rich.table import Table
@@ -99,6 +100,25 @@ async def tenant_create(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _show(
+    ctx: Context,
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    title: str,
+    columns: tuple[str, ...],
+    cells: Callable[[dict[str, Any]], list[str]],
+) -> int:
+    """Print ``rows`` as JSON (``--json``) or as a table of ``cells(row)``; exit code 0."""
+    if args.json:
+        print_json(ctx.console, rows)
+        return 0
+    table = Table(*columns, title=title)
+    for row in rows:
+        table.add_row(*cells(row))
+    ctx.console.print(table)
+    return 0
+
+
 async def tenant_list(ctx: Context, args: argparse.Namespace) -> int:
     """Tenants with limits, carriers and balances."""
     rows: list[dict[str, Any]] = []
@@ -113,21 +133,19 @@ async def tenant_list(ctx: Context, args: argparse.Namespace) -> int:
                 "balance_micros": balance,
             }
         )
-    if args.json:
-        print_json(ctx.console, rows)
-        return 0
-    table = Table("id", "name", "max calls", "carrier", "balance", title="tenants")
-    for row in rows:
-        limit = row["max_concurrent_calls"]
-        table.add_row(
-            row["id"],
-            row["name"],
-            "no cap" if limit is None else str(limit),
-            row["active_carrier"] or "-",
-            _usd(row["balance_micros"]),
-        )
-    ctx.console.print(table)
-    return 0
+    columns = ("id", "name", "max calls", "carrier", "balance")
+    return _show(ctx, args, rows, "tenants", columns, _tenant_cells)
+
+
+def _tenant_cells(row: dict[str, Any]) -> list[str]:
+    limit = row["max_concurrent_calls"]
+    return [
+        row["id"],
+        row["name"],
+        "no cap" if limit is None else str(limit),
+        row["active_carrier"] or "-",
+        _usd(row["balance_micros"]),
+    ]
 
 
 async def tenant_set_limit(ctx: Context, args: argparse.Namespace) -> int:
@@ -237,17 +255,13 @@ async def agent_list(ctx: Context, args: argparse.Namespace) -> int:
         }
         for a in agents
     ]
-    if args.json:
-        print_json(ctx.console, rows)
-        return 0
-    table = Table("id", "name", "role", "state", "max s", "pipeline", title="agents")
-    for r in rows:
-        state = "published" if r["published"] else "draft"
-        table.add_row(
-            r["id"], r["name"], r["role"], state, str(r["max_call_duration_s"]), r["pipeline"]
-        )
-    ctx.console.print(table)
-    return 0
+    columns = ("id", "name", "role", "state", "max s", "pipeline")
+    return _show(ctx, args, rows, "agents", columns, _agent_cells)
+
+
+def _agent_cells(r: dict[str, Any]) -> list[str]:
+    state = "published" if r["published"] else "draft"
+    return [r["id"], r["name"], r["role"], state, str(r["max_call_duration_s"]), r["pipeline"]]
 
 
 async def agent_publish(ctx: Context, args: argparse.Namespace) -> int:
@@ -282,14 +296,14 @@ async def number_list(ctx: Context, args: argparse.Namespace) -> int:
     """A tenant's numbers."""
     numbers = await ctx.directory.list_numbers(args.tenant)
     rows = [{"number": n.number, "agent_id": n.agent_id} for n in numbers]
-    if args.json:
-        print_json(ctx.console, rows)
-        return 0
-    table = Table("number", "agent", title="numbers")
-    for r in rows:
-        table.add_row(r["number"], r["agent_id"] or "-")
-    ctx.console.print(table)
-    return 0
+    return _show(
+        ctx,
+        args,
+        rows,
+        "numbers",
+        ("number", "agent"),
+        lambda r: [r["number"], r["agent_id"] or "-"],
+    )
 
 
 async def number_remove(ctx: Context, args: argparse.Namespace) -> int:
@@ -324,14 +338,11 @@ async def key_list(ctx: Context, args: argparse.Namespace) -> int:
         }
         for k in keys
     ]
-    if args.json:
-        print_json(ctx.console, rows)
-        return 0
-    table = Table("id", "kind", "prefix", "label", title="api keys")
-    for r in rows:
-        table.add_row(r["id"], r["kind"], r["prefix"] + "…", r["label"] or "-")
-    ctx.console.print(table)
-    return 0
+    columns = ("id", "kind", "prefix", "label")
+    return _show(
+        ctx, args, rows, "api keys", columns,
+        lambda r: [r["id"], r["kind"], r["prefix"] + "…", r["label"] or "-"],
+    )  # fmt: skip
 
 
 async def key_revoke(ctx: Context, args: argparse.Namespace) -> int:
@@ -390,18 +401,16 @@ async def call_list(ctx: Context, args: argparse.Namespace) -> int:
         }
         for c in calls
     ]
-    if args.json:
-        print_json(ctx.console, rows)
-        return 0
-    table = Table("id", "status", "number", "audio s", "units", "cost", "reason", title="calls")
-    for r in rows:
-        cost = "-" if r["cost_micros"] is None else _usd(r["cost_micros"])
-        table.add_row(
-            r["id"], r["status"], r["number"], f"{r['audio_ms'] / 1000:.1f}",
-            str(r["billable_units"] or "-"), cost, r["end_reason"] or "-",
-        )  # fmt: skip
-    ctx.console.print(table)
-    return 0
+    columns = ("id", "status", "number", "audio s", "units", "cost", "reason")
+    return _show(ctx, args, rows, "calls", columns, _call_cells)
+
+
+def _call_cells(r: dict[str, Any]) -> list[str]:
+    cost = "-" if r["cost_micros"] is None else _usd(r["cost_micros"])
+    return [
+        r["id"], r["status"], r["number"], f"{r['audio_ms'] / 1000:.1f}",
+        str(r["billable_units"] or "-"), cost, r["end_reason"] or "-",
+    ]  # fmt: skip
 
 
 async def call_reap(ctx: Context, args: argparse.Namespace) -> int:
