@@ -9,9 +9,7 @@ Each spurt starts with a ``transcript`` line ``<talk N>`` and ends with a ``mark
 
 from __future__ import annotations
 
-import wave
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -27,7 +25,7 @@ from gateway.bridge.protocol import (
 )
 from rymi_codecs import FRAME_MS, Resampler
 
-__all__ = ["PatternCore", "PatternStats", "ProbeCore", "ProbeStats", "load_wav", "tone"]
+__all__ = ["PatternCore", "PatternStats", "ProbeCore", "ProbeStats", "tone"]
 
 
 @dataclass(slots=True)
@@ -168,15 +166,3 @@ def tone(rate: int, hz: float, dbfs: float = -12.0) -> bytes:
     t = np.arange(rate) / rate
     amplitude = 32767 * 10 ** (dbfs / 20)
     return (amplitude * np.sin(2 * np.pi * hz * t)).astype("<i2").tobytes()
-
-
-def load_wav(path: Path) -> tuple[bytes, int]:
-    """A mono PCM16 WAV file's samples and rate.
-
-    Raises:
-        ValueError: not mono 16-bit PCM.
-    """
-    with wave.open(str(path), "rb") as w:
-        if w.getnchannels() != 1 or w.getsampwidth() != 2:
-            raise ValueError(f"{path}: expected mono 16-bit PCM")
-        return w.readframes(w.getnframes()), w.getframerate()

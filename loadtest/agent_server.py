@@ -62,7 +62,8 @@ from gateway.bridge.protocol import (
     verify_agent_token,
 )
 from gateway.errors import AgentError, CloseCode
-from loadtest.agent_pattern import PatternCore, ProbeCore, load_wav, tone
+from loadtest.agent_pattern import PatternCore, ProbeCore, tone
+from loadtest.audio import load_wav
 from rymi_codecs import Resampler
 
 __all__ = [

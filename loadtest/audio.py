@@ -23,6 +23,7 @@ __all__ = [
     "CarrierAudio",
     "carrier_audio",
     "load_fixture",
+    "load_wav",
     "to_pcm8k",
 ]
 
@@ -43,10 +44,22 @@ def load_fixture(path: Path = FIXTURE) -> bytes:
     Raises:
         ValueError: the file is not 16-bit 16 kHz mono PCM.
     """
-    with wave.open(str(path)) as wav:
-        if (wav.getsampwidth(), wav.getframerate(), wav.getnchannels()) != (2, 16000, 1):
-            raise ValueError(f"{path.name}: expected 16-bit 16 kHz mono PCM")
-        return bytes(wav.readframes(wav.getnframes()))
+    pcm, rate = load_wav(path)
+    if rate != 16000:
+        raise ValueError(f"{path.name}: expected 16-bit 16 kHz mono PCM")
+    return pcm
+
+
+def load_wav(path: Path) -> tuple[bytes, int]:
+    """A mono PCM16 WAV file's samples and rate.
+
+    Raises:
+        ValueError: not mono 16-bit PCM.
+    """
+    with wave.open(str(path), "rb") as w:
+        if w.getnchannels() != 1 or w.getsampwidth() != 2:
+            raise ValueError(f"{path}: expected mono 16-bit PCM")
+        return bytes(w.readframes(w.getnframes())), w.getframerate()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,6 @@ import json
 import secrets
 import time
 import uuid
-import wave
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from gateway.store.models import (
     VonageCredentials,
 )
 from gateway.store.secrets import Secret
+from loadtest.audio import load_fixture
 from rymi_codecs import MULAW_8K, Resampler, decode, encode
 from tests.helpers.redis_server import free_port
 
@@ -61,8 +61,7 @@ CALLER = "+14155550100"
 
 def load_speech() -> bytes:
     """The speech fixture: PCM16 LE, 16 kHz, mono."""
-    with wave.open(str(FIXTURE)) as wav:
-        return bytes(wav.readframes(wav.getnframes()))
+    return load_fixture(FIXTURE)
 
 
 def to_carrier(pcm16k: bytes, carrier: str) -> tuple[list[bytes], int]:
