@@ -119,6 +119,15 @@ class Settings:
     """20 ms frames sent to the carrier ahead of the caller's ear, 1-50
     (``RYMI_PACER_LEAD_FRAMES``)."""
 
+    agent_transport: str = "picows"
+    """WebSocket client for agents at ``ws(s)://`` URLs: ``picows`` (callbacks, C framing and
+    masking; the default) or ``aiohttp`` (the earlier client, kept as a fallback and for
+    side-by-side measurement) (``RYMI_AGENT_TRANSPORT``)."""
+
+    event_loop: str = "uvloop"
+    """``uvloop`` (the default where it is installed: Linux and macOS) or ``asyncio`` (the
+    standard library's loop) (``RYMI_EVENT_LOOP``)."""
+
     redis_namespace: str = "rymi"
     """Prefix and hash tag of the coordination keys in Redis, 1-32 of ``A-Z a-z 0-9 _ -``;
     deployments sharing one Redis use different ones (``RYMI_REDIS_NAMESPACE``)."""
@@ -311,6 +320,8 @@ def _engine_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "media_max_message_bytes": _int(env, "RYMI_MEDIA_MAX_MESSAGE_BYTES", 65_536, 1024, 1 << 20),
         "media_max_messages_per_s": _int(env, "RYMI_MEDIA_MAX_MESSAGES_PER_S", 250, 10, 10_000),
         "pacer_lead_frames": _int(env, "RYMI_PACER_LEAD_FRAMES", 3, 1, 50),
+        "agent_transport": _choice(env, "RYMI_AGENT_TRANSPORT", ("picows", "aiohttp")),
+        "event_loop": _choice(env, "RYMI_EVENT_LOOP", ("uvloop", "asyncio")),
         "redis_namespace": _namespace(env.get("RYMI_REDIS_NAMESPACE", "rymi")),
         **{
             f"{carrier}_api_base_url": _api_base_url(env, f"RYMI_{carrier.upper()}_API_BASE_URL")
@@ -383,6 +394,16 @@ def _bool(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ConfigError(name, f"expected true or false, got {raw[:20]!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    """One of ``allowed`` (the first is the default)."""
+    raw = env.get(name)
+    if raw is None:
+        return allowed[0]
+    if raw.lower() not in allowed:
+        raise ConfigError(name, f"expected one of {', '.join(allowed)}, got {raw[:40]!r}")
+    return raw.lower()
 
 
 def _namespace(raw: str) -> str:

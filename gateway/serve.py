@@ -97,10 +97,7 @@ def run(args: argparse.Namespace) -> int:
         register_settings_secrets(settings)
 
         check_workers(settings, args.workers)
-        with contextlib.suppress(ImportError):
-            import uvloop  # type: ignore[import-not-found, unused-ignore]
-
-            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        _choose_event_loop(settings.event_loop)
         if args.workers > 1 and not args.worker:
             return _supervise(args)
         return asyncio.run(_serve(settings, ops, demo=not args.no_demo, reuse_port=args.worker))
@@ -110,6 +107,18 @@ def run(args: argparse.Namespace) -> int:
     except GatewayError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 1
+
+
+def _choose_event_loop(name: str) -> None:
+    """uvloop when asked for and installed (the default), else the standard loop."""
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # e.g. Windows, where it does not exist
+            log.warning("RYMI_EVENT_LOOP=uvloop but uvloop is not installed; using asyncio")
+            return
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    log.info("event loop: %s", name)
 
 
 def _supervise(args: argparse.Namespace) -> int:

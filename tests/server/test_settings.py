@@ -15,6 +15,7 @@ def test_defaults() -> None:
     assert s.max_call_duration_cap_s is None
     assert s.carrier_api_base_url("twilio") is None
     assert s.redis_namespace == "rymi"
+    assert (s.agent_transport, s.event_loop) == ("picows", "uvloop")
 
 
 def test_values_are_read() -> None:
@@ -25,11 +26,14 @@ def test_values_are_read() -> None:
             "RYMI_LEASE_RENEW_INTERVAL_S": "1",
             "RYMI_PLIVO_API_BASE_URL": "http://127.0.0.1:9000/",
             "RYMI_REDIS_NAMESPACE": "staging-1",
+            "RYMI_AGENT_TRANSPORT": "AIOHTTP",
+            "RYMI_EVENT_LOOP": "asyncio",
         }
     )
     assert (s.max_call_duration_cap_s, s.lease_ttl_s, s.lease_renew_interval_s) == (2, 3, 1)
     assert s.carrier_api_base_url("plivo") == "http://127.0.0.1:9000"
     assert s.redis_namespace == "staging-1"
+    assert (s.agent_transport, s.event_loop) == ("aiohttp", "asyncio")
 
 
 @pytest.mark.parametrize(
@@ -41,8 +45,15 @@ def test_values_are_read() -> None:
         ("RYMI_MEDIA_MAX_MESSAGES_PER_S", "5"),
         ("RYMI_TWILIO_API_BASE_URL", "ftp://example.com"),
         ("RYMI_REDIS_NAMESPACE", "has space"),
+        ("RYMI_AGENT_TRANSPORT", "websockets"),
+        ("RYMI_EVENT_LOOP", "trio"),
     ],
 )
 def test_out_of_range_is_refused_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_a_choice_error_lists_what_is_allowed() -> None:
+    with pytest.raises(ConfigError, match="expected one of picows, aiohttp, got 'ws'"):
+        Settings.from_env({"RYMI_AGENT_TRANSPORT": "ws"})
