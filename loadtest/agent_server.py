@@ -5,12 +5,14 @@ Run::
     python -m loadtest.agent_server --host 127.0.0.1 --port 9100 --secret "$SECRET" \\
         --mode echo
     python -m loadtest.agent_server --port 9100 --secret "$SECRET" --mode pattern \\
-        --talk-ms 2000 --listen-ms 3000 --fixture tests/fixtures/audio/two_phrases_16k.wav
+        --talk-ms 2000 --listen-ms 3000 --fixture loadtest/data/two_phrases_16k.wav
 
 An agent's pipeline URL is then ``ws://HOST:PORT/agents/<agent_id>``: the gateway's bearer
 token must be signed with ``--secret`` and name that agent id as its audience (else HTTP
-401, RFC 6750 §3.1). ``GET /stats`` returns the per-call records as JSON; ``--stats-file``
-also writes them on shutdown. SIGTERM or SIGINT closes open calls with 1001 (going away,
+401, RFC 6750 §3.1). ``GET /stats`` returns the per-call records as JSON; ``POST
+/stats/take`` returns them and forgets them (a soak reads the records of the calls ended
+since it last asked, so neither side holds an hour of timings); ``--stats-file`` also
+writes the records kept on shutdown. SIGTERM or SIGINT closes open calls with 1001 (going away,
 RFC 6455 §7.4.1) and exits 0. The first line on stdout gives the bound address (useful
 with ``--port 0``).
 
@@ -200,7 +202,8 @@ def core_factory(config: AgentServerConfig) -> Callable[[Start], AgentCore]:
 
 
 def make_app(config: AgentServerConfig) -> web.Application:
-    """The agent server's aiohttp application (routes ``/agents/{agent_id}``, ``/stats``).
+    """The agent server's aiohttp application (routes ``/agents/{agent_id}``, ``/stats``,
+    ``/stats/take``).
 
     Raises:
         ValueError: as :func:`core_factory`.
@@ -216,6 +219,9 @@ def make_app(config: AgentServerConfig) -> web.Application:
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(_stats_json(request.app))
 
+    async def take(request: web.Request) -> web.Response:
+        return web.json_response(_stats_json(request.app, take=True))
+
     async def going_away(app: web.Application) -> None:
         sockets = app[_SOCKETS]
         for ws in list(sockets):
@@ -223,6 +229,7 @@ def make_app(config: AgentServerConfig) -> web.Application:
 
     app.router.add_get("/agents/{agent_id}", agent)
     app.router.add_get("/stats", stats)
+    app.router.add_post("/stats/take", take)
     app.on_shutdown.append(going_away)
     return app
 
@@ -237,13 +244,13 @@ async def wait_for_calls(app: web.Application, total: int) -> None:
     await app[_CALLS].wait_for(total)
 
 
-def _stats_json(app: web.Application) -> dict[str, Any]:
+def _stats_json(app: web.Application, *, take: bool = False) -> dict[str, Any]:
+    """``active`` calls, calls ``ended`` since start, the records kept (``take``: forgotten)."""
     calls = app[_CALLS]
-    return {
-        "active": len(app[_SOCKETS]),
-        "ended": calls.total,
-        "calls": [asdict(r) for r in calls.records],
-    }
+    records = [asdict(r) for r in calls.records]
+    if take:
+        calls.records.clear()
+    return {"active": len(app[_SOCKETS]), "ended": calls.total, "calls": records}
 
 
 def _authorize(request: web.Request, config: AgentServerConfig) -> str:

@@ -1,9 +1,9 @@
 """The caller's speech and the carriers' wire formats (rymi_codecs), sans I/O.
 
-Every call plays the committed speech fixture (``tests/fixtures/audio/two_phrases_16k.wav``,
-PCM16 16 kHz mono) converted once per carrier: μ-law 8 kHz 160-byte frames for Twilio
-and Plivo, L16 16 kHz 640-byte frames for Vonage (docs/carriers.md). Calls longer than
-the fixture loop it.
+Every call plays the committed speech fixture (``loadtest/data/two_phrases_16k.wav``,
+PCM16 16 kHz mono; package data, so it ships in the wheel) converted once per carrier:
+μ-law 8 kHz 160-byte frames for Twilio and Plivo, L16 16 kHz 640-byte frames for Vonage
+(docs/carriers.md). Calls longer than the fixture loop it.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ __all__ = [
     "to_pcm8k",
 ]
 
-FIXTURE = (
-    Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "audio" / "two_phrases_16k.wav"
-)
-"""The committed speech fixture (PCM16 LE, 16 kHz, mono)."""
+FIXTURE = Path(__file__).resolve().parent / "data" / "two_phrases_16k.wav"
+"""The committed speech fixture (PCM16 LE, 16 kHz, mono), package data of ``loadtest``.
+
+The one copy in the repository: the tests and scripts/make_speech_fixture.sh use it too.
+"""
 
 CARRIER_FORMATS: dict[str, AudioFormat] = {"twilio": MULAW_8K, "plivo": MULAW_8K, "vonage": L16_16K}
 """What each carrier streams (docs/carriers.md)."""

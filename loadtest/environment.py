@@ -67,6 +67,10 @@ class EnvOptions:
     """Redis for spawned gateways; None with ``gateways`` > 1: a private redis-server."""
     private_redis: bool = False
     """Start a private redis-server even for one gateway (fault runs)."""
+    gateway_cpus: frozenset[int] | None = None
+    """CPUs of the spawned gateway(s) (``--gateway-cpus``); None: not pinned."""
+    agent_cpus: frozenset[int] | None = None
+    """CPUs of the spawned agent server (``--agent-cpus``); None: not pinned."""
 
 
 @dataclass
@@ -154,7 +158,9 @@ async def _spawned(options: EnvOptions, workdir: Path) -> AsyncIterator[Environm
         pipeline, secret, agent = "echo", None, None
         if options.agent == "external":
             secret = secrets.token_urlsafe(32)
-            agent = stack.enter_context(_agent_server(options.agent_mode, secret, workdir))
+            agent = stack.enter_context(
+                _agent_server(options.agent_mode, secret, workdir, options.agent_cpus)
+            )
             pipeline = await _agent_url(agent)
         setup = await seed(
             settings, list(options.carriers), pipeline=pipeline, pipeline_secret=secret
@@ -177,7 +183,13 @@ async def _spawned(options: EnvOptions, workdir: Path) -> AsyncIterator[Environm
             log = workdir / ("gateway.log" if n == 0 else f"gateway{n + 1}.log")
             gateways.append(
                 stack.enter_context(
-                    Spawned(argv, env | {"RYMI_PORT": str(port_n)}, log, grace_s=20)
+                    Spawned(
+                        argv,
+                        env | {"RYMI_PORT": str(port_n)},
+                        log,
+                        grace_s=20,
+                        cpus=options.gateway_cpus,
+                    )
                 )
             )
             bases.append(f"http://127.0.0.1:{port_n}")
@@ -255,14 +267,16 @@ def _gateway_env(
     return env
 
 
-def _agent_server(mode: str, secret: str, workdir: Path) -> Spawned:
+def _agent_server(
+    mode: str, secret: str, workdir: Path, cpus: frozenset[int] | None = None
+) -> Spawned:
     argv = [sys.executable, "-m", "loadtest.agent_server", "--port", "0", "--mode", mode]
     argv += ["--timing", "--secret", secret]
     if mode == "pattern":
         from loadtest.audio import FIXTURE
 
         argv += ["--fixture", str(FIXTURE)]
-    return Spawned(argv, dict(os.environ), workdir / "agent.log", grace_s=10)
+    return Spawned(argv, dict(os.environ), workdir / "agent.log", grace_s=10, cpus=cpus)
 
 
 async def _agent_url(agent: Spawned) -> str:

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loadtest.affinity import thread_pinned
+
 __all__ = ["ProcSample", "Spawned", "free_port", "read_proc", "read_tree", "stop_group"]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -107,10 +109,12 @@ class Spawned:
     env: dict[str, str]
     log: Path
     grace_s: float = 10.0
+    cpus: frozenset[int] | None = None
+    """The CPUs it runs on, from its start (:mod:`loadtest.affinity`); None: inherited."""
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def __enter__(self) -> Spawned:
-        with self.log.open("ab") as out:
+        with self.log.open("ab") as out, thread_pinned(self.cpus):
             self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
                 self.argv,
                 env=self.env,

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from loadtest.report import Objective
 
-__all__ = ["mark", "plot_levels", "print_levels", "print_report"]
+__all__ = ["mark", "plot_levels", "print_levels", "print_report", "print_soak"]
 
 
 def mark(ok: bool) -> str:
@@ -77,6 +77,24 @@ def print_report(
     for check in checks:
         mark = "[green]ok[/]" if check.ok else "[red]MISSED[/]"
         console.print(f"objective {check.name} ≤ {check.limit}: {_fmt(check.value)} {mark}")
+
+
+def print_soak(console: Console, report: Mapping[str, Any]) -> None:
+    """The soak's load and its RSS drift line (after :func:`print_report`)."""
+    soak, calls = report["soak"], report["calls"]
+    console.print(
+        f"soak: {soak['calls']} calls live for {soak['duration_s']:g} s, {calls['played']} "
+        f"calls of ~{soak['call_s']:g} s played, {report['billing']['checked']} billed and checked"
+    )
+    if soak["rss_drift"] is None:
+        console.print("RSS drift: not measured (no gateway RSS sample after the warm-up)")
+        return
+    (b0, b1), (e0, e1) = soak["baseline_window_s"], soak["end_window_s"]
+    console.print(
+        f"RSS drift: {100 * soak['rss_drift']:+.2f} %: {soak['rss_mb_baseline']} MB after the "
+        f"{soak['warmup_s']:g} s warm-up (median of samples at {b0:g}-{b1:g} s) → "
+        f"{soak['rss_mb_end']} MB at the end ({e0:g}-{e1:g} s)"
+    )
 
 
 def print_levels(console: Console, levels: Sequence[Mapping[str, Any]]) -> None:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +24,17 @@ from loadtest.environment import Environment
 from loadtest.player import CallPlan, CallResult
 from loadtest.procs import ProcSample, read_proc, read_tree
 from loadtest.schedule import ramp_starts
-from loadtest.workers import Target, play_plans, play_shard
+from loadtest.workers import Target, play_plans, play_shard, worker_pool
 
-__all__ = ["RawRun", "RunConfig", "agent_records", "parse_mix", "plan_calls", "run_load"]
+__all__ = [
+    "RawRun",
+    "RunConfig",
+    "agent_records",
+    "parse_mix",
+    "plan_calls",
+    "run_load",
+    "watch_processes",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +56,8 @@ class RunConfig:
     """Keep the heard audio for the content check (external probe agent)."""
     workers: int = 1
     """Tester processes sharing the calls (one Python process saturates near 100 calls)."""
+    worker_cpus: frozenset[int] | None = None
+    """CPUs of the tester's worker processes (``--tester-cpus``); None: inherited."""
 
 
 @dataclass
@@ -145,7 +153,7 @@ async def run_load(
     target = Target(env.public_url, env.setup, env.allowed)
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=connector) as http:
-        watcher = asyncio.create_task(_watch(http, env, raw, stop))
+        watcher = asyncio.create_task(watch_processes(http, env, raw, stop))
         shown = asyncio.create_task(_progress(raw, plans, stop, progress)) if progress else None
         origin = time.monotonic() + 0.2  # every worker starts the ramp at the same instant
         try:
@@ -172,8 +180,7 @@ async def _in_workers(
     """Shard the calls over ``config.workers`` processes (call ``i`` to worker ``i % n``)."""
     shards = [list(plans[w :: config.workers]) for w in range(config.workers)]
     loop = asyncio.get_running_loop()
-    context = multiprocessing.get_context("spawn")  # no inherited event loop or sockets
-    with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
+    with worker_pool(config.workers, config.worker_cpus) as pool:
         futures = [
             loop.run_in_executor(pool, play_shard, target, config, shard, origin)
             for shard in shards
@@ -183,7 +190,7 @@ async def _in_workers(
     return [result for shard in done for result in shard]
 
 
-async def _watch(
+async def watch_processes(
     http: aiohttp.ClientSession, env: Environment, raw: RawRun, stop: asyncio.Event
 ) -> None:
     """Sample /proc every 0.5 s and probe /healthz every 0.25 s until ``stop``."""

@@ -6,15 +6,23 @@ that ``--workers N`` shards the calls over N processes; they share one start ins
 the host's monotonic clock (``CLOCK_MONOTONIC`` is the same in every process), so the
 ramp is the one :func:`~loadtest.run.plan_calls` planned, and return their
 :class:`~loadtest.player.CallResult` lists (pickled) to the parent, which accounts them.
+
+A soak plays for an hour: its workers *stream* each result to the parent as the call
+ends (a queue handed to each worker when it starts, then a :class:`ShardDone` when a
+shard is over), so the parent accounts calls in batches and nothing holds an hour of
+frame times.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -25,7 +33,11 @@ from loadtest.tenants import Setup
 if TYPE_CHECKING:
     from loadtest.run import RunConfig
 
-__all__ = ["Target", "play_plans", "play_shard"]
+__all__ = ["ShardDone", "Target", "play_plans", "play_shard", "worker_pool"]
+
+# A worker's result queue (soaks). A multiprocessing queue can be handed to a process
+# only when it starts (inheritance), not with each task: the pool's initializer sets it.
+_SINK: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,20 +49,82 @@ class Target:
     allowed: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class ShardDone:
+    """The last item a streaming shard puts on its queue."""
+
+    shard: int
+    played: int
+    """Results it put before this."""
+
+
+def worker_pool(
+    workers: int, cpus: frozenset[int] | None = None, sink: Any = None
+) -> ProcessPoolExecutor:
+    """``workers`` tester processes, pinned to ``cpus`` (None: inherited).
+
+    ``sink`` (a queue of the ``spawn`` context) is where :func:`play_shard` streams
+    results. Workers are spawned, not forked: no inherited event loop or sockets.
+    """
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(cpus, sink)
+    )
+
+
+def _init_worker(cpus: frozenset[int] | None, sink: Any) -> None:
+    global _SINK  # see _SINK: set once per worker process
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+    if sink is not None:
+        # Everything a shard put is read before its ShardDone, so nothing is lost by not
+        # waiting at exit; and a parent that gave up reading cannot hang the pool's exit.
+        sink.cancel_join_thread()
+    _SINK = sink
+
+
 def play_shard(
-    target: Target, config: RunConfig, plans: Sequence[CallPlan], origin: float
+    target: Target,
+    config: RunConfig,
+    plans: Sequence[CallPlan],
+    origin: float,
+    stream: int | None = None,
 ) -> list[CallResult]:
-    """A worker process's entry point: play ``plans`` with its own event loop."""
-    return asyncio.run(play_plans(target, config, plans, origin))
+    """A worker process's entry point: play ``plans`` with its own event loop.
+
+    With ``stream`` (the shard's number), each result goes to the worker's queue as its
+    call ends, then a :class:`ShardDone`; the list returned is empty.
+    """
+    if stream is None:
+        return asyncio.run(play_plans(target, config, plans, origin))
+    sink = _SINK
+    if sink is None:
+        raise RuntimeError("a streaming shard needs a pool made with worker_pool(sink=...)")
+    played = 0
+
+    def put(result: CallResult) -> None:
+        nonlocal played
+        sink.put(result)  # returns at once: the queue's feeder thread pickles and sends
+        played += 1
+
+    asyncio.run(play_plans(target, config, plans, origin, on_result=put))
+    sink.put(ShardDone(stream, played))
+    return []
 
 
 async def play_plans(
-    target: Target, config: RunConfig, plans: Sequence[CallPlan], origin: float
+    target: Target,
+    config: RunConfig,
+    plans: Sequence[CallPlan],
+    origin: float,
+    *,
+    on_result: Callable[[CallResult], None] | None = None,
 ) -> list[CallResult]:
     """Play ``plans``, call ``i`` starting at ``origin + start_s`` (monotonic).
 
     Bounded by ``config.deadline_s`` from ``origin``: then every call hangs up at its
-    next frame, and stragglers are given 15 s more.
+    next frame, and stragglers are given 15 s more. ``on_result`` is given each result
+    as its call ends *instead* of keeping it (the list returned is then empty).
     """
     pcm = load_fixture()
     audio = {c: carrier_audio(c, pcm) for c in {p.carrier for p in plans}}
@@ -73,7 +147,10 @@ async def play_plans(
                 keep_audio=config.keep_audio,
                 stopping=stop.is_set,
             )
-            results.append(result)
+            if on_result is None:
+                results.append(result)
+            else:
+                on_result(result)
 
         tasks = [asyncio.create_task(one(plan)) for plan in plans]
         remaining = origin + config.deadline_s - time.monotonic()

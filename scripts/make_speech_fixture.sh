@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Makes tests/fixtures/audio/two_phrases_16k.wav: two English phrases spoken by espeak-ng,
+# Makes loadtest/data/two_phrases_16k.wav: two English phrases spoken by espeak-ng,
 # 0.5 s of silence before, 1.0 s between and 0.5 s after, as 16 kHz mono 16-bit PCM WAV.
-# The VAD tests read it to check speech start/end transitions on real speech.
+# The VAD, bridge and call-engine tests read it (speech start/end on real speech), and the load
+# tester plays it on every call: it is package data of loadtest (ships in the wheel).
 # Needs: espeak-ng, sox (apt-get install -y espeak-ng sox). Output is committed; rerun only
 # to change it (espeak-ng versions may differ slightly in timing).
 set -euo pipefail
-out="${1:-$(dirname "$0")/../tests/fixtures/audio/two_phrases_16k.wav}"
+out="${1:-$(dirname "$0")/../loadtest/data/two_phrases_16k.wav}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 espeak-ng -v en-us -s 160 -w "$tmp/a.wav" "Hello, thank you for calling the help desk."

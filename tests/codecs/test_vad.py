@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from loadtest.audio import FIXTURE
 from rymi_codecs import (
     L16_16K,
     InvalidAudioError,
@@ -20,7 +20,6 @@ from rymi_codecs import (
     rms_dbfs,
 )
 
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "audio" / "two_phrases_16k.wav"
 FRAME = 640  # 20 ms at 16 kHz
 
 

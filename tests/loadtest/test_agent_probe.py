@@ -59,3 +59,30 @@ async def test_timing_records_every_audio_message_in_and_out() -> None:
     assert before <= timing.start_at <= timing.in_at[0]
     assert timing.in_at == sorted(timing.in_at)
     assert all(o >= i for i, o in zip(timing.in_at, timing.out_at, strict=True))
+
+
+async def test_take_returns_the_records_once() -> None:
+    """A soak takes the records of ended calls so neither side keeps an hour of them."""
+    app = make_app(AgentServerConfig(secret=SECRET, mode="probe", timing=True))
+    server = await start_server(app)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for call_id in ("call-1", "call-2"):
+                token = issue_agent_token(
+                    SECRET, agent_id=AGENT_ID, call_id=call_id, now=time.time()
+                )
+                headers = {"Authorization": f"Bearer {token}"}
+                async with http.ws_connect(ws_url(server), headers=headers) as ws:
+                    await ws.send_str(encode_message(make_start(call_id)))
+                    await ws.send_str(encode_message(Stop(reason="caller_hangup")))
+                    await ws.close()
+            await asyncio.wait_for(wait_for_calls(app, 2), GUARD_S)
+            async with http.post(server.make_url("/stats/take")) as response:
+                taken = await response.json()
+            async with http.get(server.make_url("/stats")) as response:
+                left = await response.json()
+    finally:
+        await server.close()
+    assert sorted(r["call_id"] for r in taken["calls"]) == ["call-1", "call-2"]
+    assert (taken["ended"], taken["active"]) == (2, 0)
+    assert (left["calls"], left["ended"]) == ([], 2)

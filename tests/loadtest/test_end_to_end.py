@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
+import statistics
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from loadtest.cli import main
 pytestmark = pytest.mark.slow
 
 CALLS, RAMP, HOLD = 6, 20.0, 3.0
+SLOTS, SOAK_S, CALL_S = 3, 8.0, 3.0
 
 
 def run_cli(*argv: str) -> int:
@@ -65,6 +69,54 @@ def test_builtin_echo_run_matches_what_was_sent_and_billed(tmp_path: Path) -> No
         assert (cdr["status"], cdr["end_reason"]) == ("completed", "caller_hangup")
         assert cdr["billable_units"] == math.ceil(sent_ms / 30_000)
         assert abs(cdr["audio_ms"] - sent_ms) <= 100  # billed span vs audio sent
+
+
+def test_soak_recycles_calls_bills_each_one_and_measures_drift(tmp_path: Path) -> None:
+    report_path, workdir = tmp_path / "soak.json", tmp_path / "gw"
+    allowed = sorted(os.sched_getaffinity(0))
+    code = run_cli(
+        "soak", "--calls", str(SLOTS), "--duration", str(SOAK_S), "--call-seconds", str(CALL_S),
+        "--mix", "twilio,plivo,vonage", "--ramp", str(RAMP), "--batch-seconds", "3",
+        "--max-rss-drift", "1",
+        "--gateway-cpus", str(allowed[0]), "--tester-cpus", str(allowed[-1]),
+        "--json", str(report_path), "--workdir", str(workdir),
+    )  # fmt: skip
+    report = json.loads(report_path.read_text())
+    assert code == 0, report["objectives"]
+    rows = sorted(report["per_call"], key=lambda c: c["index"])
+    # Recycled: more calls than slots; one slot per carrier here, each talking back to
+    # back from its start on the ramp to the end, every call its planned length at one
+    # frame per 20 ms.
+    assert len(rows) >= 2 * SLOTS
+    assert report["calls"]["completed"] == report["calls"]["planned"] == len(rows)
+    talked: dict[str, float] = defaultdict(float)
+    for row in rows:
+        assert row["frames_sent"] == math.ceil(row["planned_s"] / 0.02)
+        talked[row["carrier"]] += row["planned_s"]
+    slots = ("twilio", "plivo", "vonage")
+    assert talked == pytest.approx({c: SOAK_S - k / RAMP for k, c in enumerate(slots)})
+    assert report["frames"]["sent"] == sum(row["frames_sent"] for row in rows)
+    # Every call's CDR, straight from the gateway's SQLite file.
+    records = cdrs(workdir / "gateway.db")
+    assert len(records) == len(rows)
+    for row in rows:
+        cdr = records[row["carrier_call_id"]]
+        assert (cdr["status"], cdr["end_reason"]) == ("completed", "caller_hangup")
+        assert cdr["billable_units"] == math.ceil(row["frames_sent"] * 20 / 30_000)
+    billing = report["billing"]
+    assert (billing["checked"], billing["mismatched"], billing["missing"]) == (len(rows), 0, 0)
+    # The drift, recomputed from the samples in the report (all kept: a short soak).
+    soak = report["soak"]
+    assert soak["warmup_s"] == SOAK_S / 2  # the rule's upper bound: half a short soak
+    assert len(soak["samples"]) == soak["samples_taken"] > 10
+    after = [rss for t, rss in soak["samples"] if soak["warmup_s"] <= t <= SOAK_S]
+    baseline, end = statistics.median(after[:5]), statistics.median(after[-5:])
+    assert soak["rss_mb_baseline"] == pytest.approx(baseline, abs=0.01)
+    assert soak["rss_drift"] == pytest.approx((end - baseline) / baseline, abs=1e-3)
+    # Pinned as asked, and this process given its CPUs back.
+    observed = report["machine"]["affinity"]["observed"]
+    assert (observed["gateway"], observed["tester"]) == (str(allowed[0]), str(allowed[-1]))
+    assert sorted(os.sched_getaffinity(0)) == allowed
 
 
 def test_external_probe_agent_measures_both_legs_with_nothing_lost(tmp_path: Path) -> None:

@@ -48,11 +48,10 @@ from gateway.store.models import (
     VonageCredentials,
 )
 from gateway.store.secrets import Secret
-from loadtest.audio import load_fixture
+from loadtest.audio import FIXTURE, load_fixture
 from rymi_codecs import MULAW_8K, Resampler, decode, encode
 from tests.helpers.redis_server import free_port
 
-FIXTURE = Path(__file__).parent.parent / "fixtures" / "audio" / "two_phrases_16k.wav"
 TWILIO_ACCOUNT = "AC" + "0" * 32
 CREDENTIAL = "test-auth-token-" + "x" * 16
 NUMBER = "+15555550123"
