@@ -30,6 +30,9 @@ Modes (the agent behaviour is a sans-I/O core, the same one the gateway runs in-
 in every process of the host) and size of every audio message in and out, and the time
 ``start`` arrived, in the ``/stats`` records: the load tester matches them with its own
 send and receive times to time each leg of the gateway (docs/loadtest.md).
+
+It runs on uvloop when importable (:mod:`loadtest.loop`): it shares the cores with the
+gateway it helps measure.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from gateway.bridge.protocol import (
     verify_agent_token,
 )
 from gateway.errors import AgentError, CloseCode
+from loadtest import loop as tester_loop
 from loadtest.agent_pattern import PatternCore, ProbeCore, tone
 from loadtest.audio import load_wav
 from rymi_codecs import Resampler
@@ -427,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hangup_after_ms=args.hangup_after_ms,
         timing=args.timing,
     )
-    summary = asyncio.run(serve(config, args.host, args.port))
+    summary = tester_loop.run(serve(config, args.host, args.port))
     if args.stats_file is not None:
         args.stats_file.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return 0

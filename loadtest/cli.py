@@ -7,13 +7,17 @@ Commands (``rymi-loadtest --help``; docs/loadtest.md has the walkthrough):
 * ``capacity``: ``run`` at rising concurrency until a level is not clean.
 * ``soak``: a constant number of calls, recycled, for ``--duration`` (an hour); the
   gateway's RSS drift after warm-up, loss and every call's billing; exit 1 when missed.
+* ``compare``: the same load against several gateway variants (another checkout's
+  interpreter, other settings), interleaved over rounds; CPU per call side by side.
 * ``fault malformed``: malformed frames on side sockets next to healthy calls.
 * ``fault kill-gateway`` / ``fault restart-redis``: two gateways on one Redis; SIGKILL
   one gateway, or restart Redis empty, in the middle of load.
 * ``seed``: create the load tester's tenants in a gateway's database (for ``--target``).
 
-``run``, ``capacity`` and ``soak`` take ``--gateway-cpus``, ``--agent-cpus`` and
-``--tester-cpus`` (CPU lists, :mod:`loadtest.affinity`).
+``run``, ``capacity``, ``soak`` and ``compare`` take ``--gateway-cpus``, ``--agent-cpus``
+and ``--tester-cpus`` (CPU lists, :mod:`loadtest.affinity`). The command-line options
+they share are in :mod:`loadtest.options`; every event loop of the tester is uvloop's
+when importable (:mod:`loadtest.loop`).
 
 Exit codes: 0 met, 1 an objective missed (or a fault run failed), 2 invalid usage or an
 unsafe target, 3 the run could not be made (gateway did not start, ...).
@@ -22,58 +26,38 @@ unsafe target, 3 the run could not be made (gateway did not start, ...).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import dataclasses
 import itertools
 import json
-import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-__all__ = ["main"]
+from loadtest import loop as tester_loop
+from loadtest import options as opts
+from loadtest.compare_run import add_compare_parser, run_compare
 
-_OBJECTIVES = (
-    ("--max-p99-ms", "max_p99_ms", "gateway-added p99, each leg (external agent), ms"),
-    ("--max-queue-p99-ms", "max_queue_p99_ms", "agent→carrier p99 with the playout queue"),
-    ("--max-loss", "max_loss", "frames lost / frames sent (0 = none)"),
-    ("--max-misordered", "max_misordered", "frames duplicated or reordered"),
-    ("--max-refusals", "max_refusals", "calls refused"),
-    ("--max-failed", "max_failed", "calls failed"),
-    ("--max-answer-p99-ms", "max_answer_p99_ms", "answer latency p99, ms"),
-    ("--max-jitter-p99-ms", "max_jitter_p99_ms", "outbound pacing jitter p99, ms"),
-    ("--max-billing-mismatches", "max_billing_mismatches", "CDRs billed other units"),
-)
-# A soak is about what goes wrong rarely: by default nothing may.
-_SOAK_LIMITS = {
-    "max_loss": 0.0,
-    "max_misordered": 0.0,
-    "max_refusals": 0.0,
-    "max_failed": 0.0,
-    "max_billing_mismatches": 0.0,
-}
+__all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rymi-loadtest", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="play N calls (default command)")
-    _common(run)
-    _pinning(run)
-    _load(run)
-    for flag, dest, text in _OBJECTIVES:
-        run.add_argument(flag, dest=dest, type=float, default=None, help=text)
+    opts.add_common(run)
+    opts.add_pinning(run)
+    opts.add_load(run)
+    opts.add_objectives(run)
     run.add_argument("--plot", type=Path, help="PNG of gateway CPU over the run (matplotlib)")
 
     cap = sub.add_parser("capacity", help="step concurrency up until a level is not clean")
-    _common(cap)
-    _pinning(cap)
-    _load(cap)
+    opts.add_common(cap)
+    opts.add_pinning(cap)
+    opts.add_load(cap)
     cap.add_argument("--levels", default="25,50,100,150,200", help="comma-separated call counts")
     cap.add_argument("--max-p99-ms", type=float, default=10.0)
     cap.add_argument("--max-jitter-p99-ms", type=float, default=10.0)
@@ -82,10 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     cap.add_argument("--all-levels", action="store_true", help="go on after a level fails")
 
     _soak_parser(sub)
+    add_compare_parser(sub)
 
     fault = sub.add_parser("fault", help="scripted fault runs")
     fault.add_argument("kind", choices=["malformed", "kill-gateway", "restart-redis"])
-    _common(fault)
+    opts.add_common(fault)
     fault.add_argument("--healthy", type=int, default=10, help="healthy calls alongside")
     fault.add_argument("--bad", type=int, default=1000, help="malformed messages to send")
     fault.add_argument("--mix", default="twilio=1,plivo=1,vonage=1")
@@ -103,40 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _common(cmd: argparse.ArgumentParser) -> None:
-    where = cmd.add_mutually_exclusive_group()
-    where.add_argument("--spawn", action="store_true", help="start a gateway (the default)")
-    where.add_argument("--target", help="base URL of a running gateway (loopback unless allowed)")
-    cmd.add_argument("--allow-target", action="append", default=[], metavar="HOST")
-    cmd.add_argument("--setup", type=Path, help="tenants of a --target (rymi-loadtest seed)")
-    cmd.add_argument("--pid", type=int, help="a --target gateway's pid, for CPU and RSS")
-    cmd.add_argument("--database-url", help="a --target gateway's database, for billing checks")
-    cmd.add_argument("--agent-stats", help="a --target's agent server /stats URL (--timing)")
-    cmd.add_argument("--agent", choices=["builtin-echo", "external"], default="builtin-echo")
-    cmd.add_argument("--agent-mode", choices=["probe", "echo", "pattern"], default="probe")
-    cmd.add_argument("--gateway-env", action="append", default=[], metavar="RYMI_X=V")
-    cmd.add_argument(
-        "--deadline", type=float, help="hard limit, seconds (600; soak: --duration + 60)"
-    )
-    cmd.add_argument("--json", type=Path, help="write the report here")
-    cmd.add_argument("--workdir", type=Path, help="spawned gateway's directory (kept)")
-    cmd.add_argument("--keep", action="store_true", help="keep the temp directory")
-    cmd.add_argument("--quiet", action="store_true", help="no live progress line")
-
-
-def _pinning(cmd: argparse.ArgumentParser) -> None:
-    for flag, what in (
-        ("--gateway-cpus", "the spawned gateway"),
-        ("--agent-cpus", "the spawned agent server (--agent external)"),
-        ("--tester-cpus", "the tester and its worker processes"),
-    ):
-        cmd.add_argument(flag, metavar="CPUS", help=f"run {what} on these CPUs: 0, 0,1 or 1-3")
-
-
 def _soak_parser(sub: Any) -> None:
     soak = sub.add_parser("soak", help="constant calls for a long time: RSS drift, loss, billing")
-    _common(soak)
-    _pinning(soak)
+    opts.add_common(soak)
+    opts.add_pinning(soak)
     count = soak.add_mutually_exclusive_group()
     count.add_argument("--calls", type=int, default=10, help="calls live at every moment")
     count.add_argument(
@@ -153,19 +108,7 @@ def _soak_parser(sub: Any) -> None:
     soak.add_argument("--workers", type=int, default=1, help="tester processes playing calls")
     soak.add_argument("--batch-seconds", type=float, default=30.0, help="account this often")
     soak.add_argument("--max-rss-drift", type=float, default=0.05, help="(end - base) / base")
-    for flag, dest, text in _OBJECTIVES:
-        soak.add_argument(flag, dest=dest, type=float, default=_SOAK_LIMITS.get(dest), help=text)
-
-
-def _load(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--calls", type=int, default=10)
-    cmd.add_argument("--mix", default="twilio=1")
-    cmd.add_argument("--ramp", type=float, default=20.0, help="calls started per second")
-    cmd.add_argument("--hold", type=float, default=10.0, help="seconds all calls stay up")
-    cmd.add_argument("--durations", default="", help="per-call seconds, cycled (e.g. 5,10)")
-    cmd.add_argument(
-        "--workers", type=int, default=1, help="tester processes (one saturates near 100 calls)"
-    )
+    opts.add_objectives(soak, opts.SOAK_LIMITS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -181,25 +124,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "seed":
-            return asyncio.run(_seed(args, console))
+            return tester_loop.run(_seed(args, console))
         if args.command == "fault" and args.kind == "restart-redis":
             from loadtest.fault_redis import run_restart_redis
 
-            return asyncio.run(run_restart_redis(args, _env_options(args), console))
+            return tester_loop.run(run_restart_redis(args, opts.env_options(args), console))
         if args.command == "fault" and args.kind == "kill-gateway":
             from loadtest.fault_kill import run_kill_gateway
 
-            options = _env_options(args)
+            options = opts.env_options(args)
             if args.redis_url:
                 options = dataclasses.replace(options, redis_url=args.redis_url)
-            return asyncio.run(run_kill_gateway(args, options, console))
+            return tester_loop.run(run_kill_gateway(args, options, console))
         if args.command == "fault":
             from loadtest.fault import run_fault
 
-            return asyncio.run(run_fault(args, _env_options(args), console))
-        command = {"run": _run, "capacity": _capacity, "soak": _soak}[args.command]
-        with _pinned(args) as pinning:
-            return asyncio.run(command(args, pinning, console))
+            return tester_loop.run(run_fault(args, opts.env_options(args), console))
+        command = {"run": _run, "capacity": _capacity, "soak": _soak, "compare": run_compare}[
+            args.command
+        ]
+        with opts.pinned(args) as pinning:
+            return tester_loop.run(command(args, pinning, console))
     except (UnsafeTarget, ValueError) as exc:
         console.print(f"error: {exc}", style="red", markup=False)
         return 2
@@ -210,110 +155,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-@contextlib.contextmanager
-def _pinned(args: argparse.Namespace) -> Iterator[Any]:
-    """The CPU options parsed and checked; the tester pinned for the block, then restored.
-
-    Called before the event loop and any thread exist: ``sched_setaffinity(0)`` sets the
-    calling thread's mask, and threads and processes started later inherit it.
-    """
-    from loadtest.affinity import Pinning, thread_pinned
-
-    pinning = Pinning.from_options(
-        os.sched_getaffinity(0),
-        gateway=args.gateway_cpus,
-        agent=args.agent_cpus,
-        tester=args.tester_cpus,
-    )
-    pinning.check(spawned=not args.target, agent_server=args.agent == "external")
-    with thread_pinned(pinning.tester):
-        yield pinning
-
-
-def _affinity(pinning: Any, env: Any) -> dict[str, Any]:
-    """What was asked and what each process has, for the report's ``machine``."""
-    return dict(pinning.report(gateway=env.gateway_pid, agent_server=env.agent_pid))
-
-
-def _env_options(args: argparse.Namespace, pinning: Any = None) -> Any:
-    from loadtest.environment import EnvOptions
-    from loadtest.run import parse_mix
-    from loadtest.safety import check_target
-
-    if args.target:
-        check_target(args.target, args.allow_target)
-    pairs = []
-    for item in args.gateway_env:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--gateway-env: expected RYMI_NAME=VALUE, got {item!r}")
-        pairs.append((name, value))
-    return EnvOptions(
-        carriers=tuple(parse_mix(args.mix)),
-        target=args.target,
-        setup_file=args.setup,
-        allowed=tuple(args.allow_target),
-        pid=args.pid,
-        database_url=args.database_url,
-        agent_stats_url=args.agent_stats,
-        agent=args.agent,
-        agent_mode=args.agent_mode,
-        gateway_env=tuple(pairs),
-        workdir=args.workdir,
-        keep=args.keep,
-        gateway_cpus=pinning.for_child(pinning.gateway) if pinning else None,
-        agent_cpus=pinning.for_child(pinning.agent) if pinning else None,
-    )
-
-
-def _run_config(args: argparse.Namespace, pinning: Any, calls: int | None = None) -> Any:
-    from loadtest.run import RunConfig, parse_mix
-
-    durations = tuple(float(d) for d in args.durations.split(",") if d.strip())
-    if any(not d > 0 for d in durations):
-        raise ValueError("--durations: expected seconds > 0")
-    deadline = 600.0 if args.deadline is None else args.deadline
-    if args.calls < 1 or not args.ramp > 0 or args.hold < 0 or not deadline > 0:
-        raise ValueError("expected --calls >= 1, --ramp > 0, --hold >= 0, --deadline > 0")
-    if not 1 <= args.workers <= 64:
-        raise ValueError("expected --workers 1-64")
-    return RunConfig(
-        calls=calls or args.calls,
-        mix=parse_mix(args.mix),
-        ramp=math.inf if math.isinf(args.ramp) else args.ramp,
-        hold_s=args.hold,
-        durations=durations,
-        deadline_s=deadline,
-        workers=args.workers,
-        worker_cpus=pinning.tester,
-    )
-
-
-def _progress(args: argparse.Namespace, console: Console) -> Any:
-    if args.quiet or not console.is_terminal:
-        return None, None
-    from rich.live import Live
-    from rich.text import Text
-
-    live = Live(Text(""), console=console, refresh_per_second=4, transient=True)
-
-    def show(line: str) -> None:
-        live.update(Text(line))
-
-    return live, show
-
-
 async def _run(args: argparse.Namespace, pinning: Any, console: Console) -> int:
     from loadtest.environment import environment
     from loadtest.render import print_report
     from loadtest.report import account, check_billing, objectives
     from loadtest.run import run_load
 
-    config = _run_config(args, pinning)
-    options = _env_options(args, pinning)
-    live, show = _progress(args, console)
+    config = opts.run_config(args, pinning)
+    options = opts.env_options(args, pinning)
+    live, show = opts.progress(args, console)
     async with environment(options) as env:
-        affinity = _affinity(pinning, env)
+        affinity = opts.affinity(pinning, env)
         if live is not None:
             live.start()
         try:
@@ -324,11 +176,8 @@ async def _run(args: argparse.Namespace, pinning: Any, console: Console) -> int:
         billing = await check_billing(env.database_url, raw.results) if env.database_url else []
         report = account(raw, billing)
     report["machine"]["affinity"] = affinity
-    limits = {dest: getattr(args, dest) for _, dest, _ in _OBJECTIVES}
-    checks = objectives(report, limits)
-    report["objectives"] = [
-        {"name": c.name, "limit": c.limit, "value": c.value, "ok": c.ok} for c in checks
-    ]
+    checks = objectives(report, opts.limits(args))
+    report["objectives"] = opts.objective_rows(checks)
     report["ok"] = all(c.ok for c in checks)
     print_report(console, report, checks)
     if args.json:
@@ -373,15 +222,15 @@ async def _capacity(args: argparse.Namespace, pinning: Any, console: Console) ->
     if not levels or any(v < 1 for v in levels):
         raise ValueError("--levels: expected call counts >= 1")
     limits = Limits(args.max_p99_ms, args.max_jitter_p99_ms, args.max_probe_p99_ms)
-    base = _run_config(args, pinning, calls=levels[0])
-    live, show = _progress(args, console)
+    base = opts.run_config(args, pinning, calls=levels[0])
+    live, show = opts.progress(args, console)
 
     def on_level(level: dict[str, Any], report: dict[str, Any]) -> None:
         state = "clean" if level["clean"] else "NOT clean: " + ", ".join(level["reasons"])
         console.print(f"{level['calls']} calls: {state}")
 
-    async with environment(_env_options(args, pinning)) as env:
-        affinity = _affinity(pinning, env)
+    async with environment(opts.env_options(args, pinning)) as env:
+        affinity = opts.affinity(pinning, env)
         if live is not None:
             live.start()
         try:
@@ -420,9 +269,9 @@ async def _soak(args: argparse.Namespace, pinning: Any, console: Console) -> int
     config = _soak_config(args, pinning)
     if args.target and (args.pid is None or args.database_url is None):
         raise ValueError("soak --target needs --pid (RSS drift) and --database-url (billing)")
-    live, show = _progress(args, console)
-    async with environment(_env_options(args, pinning)) as env:
-        affinity = _affinity(pinning, env)
+    live, show = opts.progress(args, console)
+    async with environment(opts.env_options(args, pinning)) as env:
+        affinity = opts.affinity(pinning, env)
         if live is not None:
             live.start()
         try:
@@ -431,11 +280,8 @@ async def _soak(args: argparse.Namespace, pinning: Any, console: Console) -> int
             if live is not None:
                 live.stop()
     report["machine"]["affinity"] = affinity
-    limits = {dest: getattr(args, dest) for _, dest, _ in _OBJECTIVES}
-    checks = soak_objectives(report, limits, args.max_rss_drift)
-    report["objectives"] = [
-        {"name": c.name, "limit": c.limit, "value": c.value, "ok": c.ok} for c in checks
-    ]
+    checks = soak_objectives(report, opts.limits(args), args.max_rss_drift)
+    report["objectives"] = opts.objective_rows(checks)
     report["ok"] = all(c.ok for c in checks)
     print_report(console, report, checks)
     print_soak(console, report)

@@ -9,6 +9,12 @@ never to a real carrier); then ``rymi-gateway serve --no-demo`` on a free loopba
 ready when ``/healthz`` answers. Everything is stopped on exit (SIGTERM so the gateway
 drains and bills, then SIGKILL), and the directory removed unless ``keep``.
 
+The gateway runs under this interpreter, or under ``python`` (a ``compare`` variant:
+another checkout's venv), then started in the temp directory with none of this
+repository's paths on ``PYTHONPATH``, so that it imports that checkout's code. The
+database is still migrated and seeded by this checkout: a gateway whose schema head
+differs refuses to start, and says so (docs/loadtest.md, "Comparing gateways").
+
 **Target** (``--target URL``): a running gateway; the tenants come from a setup file
 (``rymi-loadtest seed``). CPU/RSS need its ``--pid``; billing checks need its
 ``--database-url``.
@@ -35,9 +41,33 @@ from loadtest.procs import Spawned, free_port
 from loadtest.safety import check_target
 from loadtest.tenants import Setup, seed
 
-__all__ = ["EnvOptions", "Environment", "environment", "wait_port"]
+__all__ = [
+    "SPAWN_OWNED",
+    "EnvOptions",
+    "Environment",
+    "environment",
+    "settings_env",
+    "wait_port",
+    "without_our_paths",
+]
 
 _READY_TIMEOUT_S = 60.0
+
+SPAWN_OWNED = frozenset(
+    {
+        "RYMI_DATA_DIR",
+        "RYMI_DATABASE_URL",
+        "RYMI_MASTER_KEYS",
+        "RYMI_HOST",
+        "RYMI_PORT",
+        "RYMI_REDIS_URL",
+        "RYMI_TWILIO_API_BASE_URL",
+        "RYMI_PLIVO_API_BASE_URL",
+        "RYMI_VONAGE_API_BASE_URL",
+    }
+)
+"""The settings a spawned gateway is given by the run itself (its database, keys, port,
+the stand-in carrier API): a ``compare`` variant cannot change them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +101,12 @@ class EnvOptions:
     """CPUs of the spawned gateway(s) (``--gateway-cpus``); None: not pinned."""
     agent_cpus: frozenset[int] | None = None
     """CPUs of the spawned agent server (``--agent-cpus``); None: not pinned."""
+    python: str | None = None
+    """The spawned gateways' interpreter (a ``compare`` variant's ``python=``: another
+    checkout's venv, whose code it runs); None: this one, ``sys.executable``."""
+    extra_env: tuple[tuple[str, str], ...] = ()
+    """More environment variables for the spawned gateways, any name (a ``compare``
+    variant's); applied last."""
 
 
 @dataclass
@@ -175,11 +211,13 @@ async def _spawned(options: EnvOptions, workdir: Path) -> AsyncIterator[Environm
         env = _gateway_env(options, workdir, database_url, key, port, api_url)
         if redis_url is not None:
             env["RYMI_REDIS_URL"] = redis_url
+        env |= dict(options.extra_env)
         gateways: list[Spawned] = []
         bases: list[str] = []
         for n in range(options.gateways):
             port_n = port if n == 0 else free_port()
-            argv = [sys.executable, "-m", "gateway", "serve", "--no-demo", "--port", str(port_n)]
+            argv = [options.python or sys.executable, "-m", "gateway", "serve", "--no-demo"]
+            argv += ["--port", str(port_n)]
             log = workdir / ("gateway.log" if n == 0 else f"gateway{n + 1}.log")
             gateways.append(
                 stack.enter_context(
@@ -189,6 +227,9 @@ async def _spawned(options: EnvOptions, workdir: Path) -> AsyncIterator[Environm
                         log,
                         grace_s=20,
                         cpus=options.gateway_cpus,
+                        # `-m` puts the working directory first on sys.path: another
+                        # checkout's interpreter, started in ours, would import our code.
+                        cwd=workdir if options.python else None,
                     )
                 )
             )
@@ -216,7 +257,7 @@ async def _spawned(options: EnvOptions, workdir: Path) -> AsyncIterator[Environm
             redis=redis,
             master_key=key,
             hangups=hangups,
-            pacer_lead=int(dict(options.gateway_env).get("RYMI_PACER_LEAD_FRAMES", "3")),
+            pacer_lead=int(settings_env(options).get("RYMI_PACER_LEAD_FRAMES", "3")),
         )
 
 
@@ -264,7 +305,24 @@ def _gateway_env(
         if not name.startswith("RYMI_"):
             raise ValueError(f"--gateway-env: expected RYMI_* settings, got {name!r}")
         env[name] = value
+    if options.python is not None:
+        env = without_our_paths(env)
     return env
+
+
+def settings_env(options: EnvOptions) -> dict[str, str]:
+    """The variables a spawned gateway is given on top of the run's own (later wins)."""
+    return dict(options.gateway_env) | dict(options.extra_env)
+
+
+def without_our_paths(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without this repository's entries on ``PYTHONPATH``: another checkout's
+    interpreter must import that checkout's ``gateway``, not ours."""
+    ours = Path(__file__).resolve().parents[1]
+    entries = env.get("PYTHONPATH", "").split(os.pathsep)
+    kept = [e for e in entries if e and not Path(e).resolve().is_relative_to(ours)]
+    env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    return env | ({"PYTHONPATH": os.pathsep.join(kept)} if kept else {})
 
 
 def _agent_server(

@@ -111,6 +111,8 @@ class Spawned:
     grace_s: float = 10.0
     cpus: frozenset[int] | None = None
     """The CPUs it runs on, from its start (:mod:`loadtest.affinity`); None: inherited."""
+    cwd: Path | None = None
+    """Its working directory; None: this process's."""
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def __enter__(self) -> Spawned:
@@ -118,6 +120,7 @@ class Spawned:
             self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
                 self.argv,
                 env=self.env,
+                cwd=self.cwd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

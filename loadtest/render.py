@@ -15,7 +15,14 @@ from rich.table import Table
 
 from loadtest.report import Objective
 
-__all__ = ["mark", "plot_levels", "print_levels", "print_report", "print_soak"]
+__all__ = [
+    "mark",
+    "plot_levels",
+    "print_compare",
+    "print_levels",
+    "print_report",
+    "print_soak",
+]
 
 
 def mark(ok: bool) -> str:
@@ -122,6 +129,68 @@ def print_levels(console: Console, levels: Sequence[Mapping[str, Any]]) -> None:
             ", ".join(level["reasons"]),
         )
     console.print(table)
+
+
+def print_compare(console: Console, doc: Mapping[str, Any]) -> None:
+    """``compare``: one row per variant (median over rounds, min-max), then what ran."""
+    rounds = doc["config"]["rounds"]
+    table = Table(title=f"gateway variants, median of {rounds} round(s)", title_justify="left")
+    table.add_column("variant")
+    for column in ("CPU %", "CPU %/call", "calls/core", "CPU/call ratio"):
+        table.add_column(column, justify="right")
+    for column in ("in p50/p99", "out p50/p99", "jitter p99", "lost", "kB/call", "ok"):
+        table.add_column(column, justify="right")
+    for variant in doc["variants"]:
+        row = doc["aggregate"][variant["name"]]
+        table.add_row(
+            variant["name"],
+            _spread(row["cpu_percent"]),
+            _spread(row["cpu_percent_per_call"]),
+            _fmt(row["calls_per_core"]),
+            _fmt(row["cpu_per_call_ratio"]),
+            _pair(row["inbound_p50_ms"], row["inbound_p99_ms"]),
+            _pair(row["outbound_service_p50_ms"], row["outbound_service_p99_ms"]),
+            _fmt(row["jitter_p99_ms"]["median"]),
+            str(row["frames_lost"]),
+            _fmt(row["rss_kb_per_call"]["median"]),
+            mark(row["ok"]),
+        )
+    console.print(table)
+    console.print(
+        "latencies: gateway-added ms, external agent only (in: carrier → agent, out: agent →"
+        " carrier beyond pacing); CPU % of one core; CPU/call ratio: against the first variant"
+    )
+    for variant in doc["variants"]:
+        console.print(_what_ran(variant, doc["runs"]), markup=False)
+
+
+def _what_ran(variant: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> str:
+    code = variant["gateway"]
+    where = code["module"] or "gateway not importable"
+    if code["commit"]:
+        where += f" @ {code['commit']}" + (" (modified)" if code["dirty"] else "")
+    mine = [r for r in runs if r["variant"] == variant["name"]]
+    loops = sorted({r["gateway_loop"] or "not in its log" for r in mine})
+    env = " ".join(f"{k}={v}" for k, v in variant["env"].items())
+    return (
+        f"{variant['name']}: {variant['python'] or 'this interpreter'} → {where};"
+        f" event loop {'/'.join(loops)}" + (f"; {env}" if env else "")
+    )
+
+
+def _spread(spread: Mapping[str, Any]) -> str:
+    median, low, high = spread["median"], spread["min"], spread["max"]
+    if median is None:
+        return "—"
+    if spread["rounds"] < 2 or low == high:
+        return _fmt(median)
+    return f"{_fmt(median)} ({_fmt(low)}-{_fmt(high)})"
+
+
+def _pair(p50: Mapping[str, Any], p99: Mapping[str, Any]) -> str:
+    if p50["median"] is None and p99["median"] is None:
+        return "—"
+    return f"{_fmt(p50['median'])} / {_fmt(p99['median'])}"
 
 
 def plot_levels(path: Path, levels: Sequence[Mapping[str, Any]], title: str) -> None:

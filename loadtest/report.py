@@ -19,6 +19,7 @@ from typing import Any
 
 from gateway.metering import billable_units
 from gateway.server.answer import call_id_for
+from loadtest import loop as tester_loop
 from loadtest.accounting import content_check, match_stream, pacing_jitter
 from loadtest.audio import CARRIER_FORMATS, to_pcm8k
 from loadtest.player import CallResult
@@ -64,7 +65,7 @@ class BillingRow:
 
 
 def machine() -> dict[str, Any]:
-    """The machine the figures were measured on."""
+    """The machine the figures were measured on, and the tester's event loop."""
     model = platform.processor() or ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
@@ -80,6 +81,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_avg_at_end": list(os.getloadavg()),
+        "tester_loop": tester_loop.running(),
     }
 
 

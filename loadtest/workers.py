@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from loadtest import loop as tester_loop
 from loadtest.audio import carrier_audio, load_fixture
 from loadtest.player import CallPlan, CallResult, play_call
 from loadtest.tenants import Setup
@@ -90,13 +91,14 @@ def play_shard(
     origin: float,
     stream: int | None = None,
 ) -> list[CallResult]:
-    """A worker process's entry point: play ``plans`` with its own event loop.
+    """A worker process's entry point: play ``plans`` with its own event loop
+    (uvloop when importable, :mod:`loadtest.loop`).
 
     With ``stream`` (the shard's number), each result goes to the worker's queue as its
     call ends, then a :class:`ShardDone`; the list returned is empty.
     """
     if stream is None:
-        return asyncio.run(play_plans(target, config, plans, origin))
+        return tester_loop.run(play_plans(target, config, plans, origin))
     sink = _SINK
     if sink is None:
         raise RuntimeError("a streaming shard needs a pool made with worker_pool(sink=...)")
@@ -107,7 +109,7 @@ def play_shard(
         sink.put(result)  # returns at once: the queue's feeder thread pickles and sends
         played += 1
 
-    asyncio.run(play_plans(target, config, plans, origin, on_result=put))
+    tester_loop.run(play_plans(target, config, plans, origin, on_result=put))
     sink.put(ShardDone(stream, played))
     return []
 

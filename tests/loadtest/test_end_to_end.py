@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sqlite3
 import statistics
 from collections import defaultdict
@@ -140,6 +141,42 @@ def test_external_probe_agent_measures_both_legs_with_nothing_lost(tmp_path: Pat
     assert report["agent_server"]["cpu_percent"] is not None
 
 
+def test_compare_runs_each_variant_with_its_own_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report_path = tmp_path / "compare.json"
+    code = run_cli(
+        "compare",
+        "--variant", "std,RYMI_EVENT_LOOP=asyncio", "--variant", "uv,RYMI_EVENT_LOOP=uvloop",
+        "--calls", "2", "--hold", "3", "--rounds", "1", "--json", str(report_path),
+        "--max-failed", "0", "--max-loss", "0",
+    )  # fmt: skip
+    doc = json.loads(report_path.read_text())
+    assert code == 0, doc["aggregate"]
+    assert [v["name"] for v in doc["variants"]] == ["std", "uv"]
+    assert doc["order"] == [[1, "std"], [1, "uv"]]
+    # Each variant's setting reached its gateway only: each logged the loop it was given.
+    assert [(r["variant"], r["gateway_loop"]) for r in doc["runs"]] == [
+        ("std", "asyncio"),
+        ("uv", "uvloop"),
+    ]
+    for run in doc["runs"]:
+        assert run["summary"]["calls_completed"] == 2
+        assert run["summary"]["cpu_percent"] > 0
+    for name in ("std", "uv"):
+        row = doc["aggregate"][name]
+        assert row["cpu_percent"]["median"] > 0
+        assert row["frames_lost"] == 0
+        assert row["calls_per_core"] == pytest.approx(
+            100 / row["cpu_percent_per_call"]["median"], abs=0.1
+        )
+    assert doc["aggregate"]["std"]["cpu_per_call_ratio"] == 1.0
+    assert doc["machine"]["tester_loop"] == "uvloop"
+    # The table: one row per variant, in order.
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("│ ")]
+    assert [row.split("│")[1].strip() for row in rows] == ["std", "uv"]
+
+
 def test_malformed_frames_close_bad_sockets_and_spare_healthy_calls(tmp_path: Path) -> None:
     report_path = tmp_path / "fault.json"
     code = run_cli(
@@ -164,3 +201,10 @@ def test_unsafe_targets_and_bad_usage_exit_2(capsys: pytest.CaptureFixture[str])
     assert "--allow-target" in capsys.readouterr().out
     assert run_cli("run", "--mix", "skype=3") == 2
     assert run_cli("capacity", "--levels", "10,x") == 2
+    assert run_cli("compare", "--variant", "only-one") == 2
+    assert "at least two variants" in capsys.readouterr().out
+    # An interpreter that cannot import a gateway is refused before anything is spawned.
+    true = shutil.which("true")
+    assert true is not None
+    assert run_cli("compare", "--variant", f"old,python={true}", "--variant", "new") == 2
+    assert "--variant old: python=" in capsys.readouterr().out
