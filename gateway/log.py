@@ -78,6 +78,7 @@ _CHATTY = {
     "sqlalchemy": logging.WARNING,
     "alembic": logging.WARNING,  # one line per migration step
     "redis": logging.INFO,
+    "picows": logging.WARNING,  # two INFO lines per agent connection (picows.client.<fd>)
     "hpack": logging.INFO,
     # aiohttp's access log would print every media URL, call token included.
     "aiohttp.access": logging.WARNING,

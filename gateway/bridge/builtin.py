@@ -18,12 +18,11 @@ included (docs/agent-protocol.md §3), so a core counts caller frames.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from gateway.bridge.inbox import Inbox
 from gateway.bridge.link import (
     AgentItem,
     AgentLink,
@@ -81,10 +80,13 @@ class BuiltinLink(AgentLink):
     """An in-process agent behind the :class:`AgentLink` interface.
 
     The core runs inline in whichever task calls ``send_audio``/``send`` (its work per
-    frame is microseconds); what it answers waits in an inbox for ``receive``. The
-    cores shipped here produce at most real time plus a small lead, so the inbox stays
-    small while the engine reads it. A core that raises fails the link: the error is
-    reported once, by ``receive``, as :class:`~gateway.errors.AgentError`.
+    frame is microseconds); what it answers goes through an
+    :class:`~gateway.bridge.inbox.Inbox`: audio to the sink, if one is set, before
+    ``send_audio`` returns, the rest to ``receive``. The cores shipped here produce at
+    most real time plus a small lead, so the inbox stays small while the engine reads
+    it. ``pause_reading`` holds the core's output (the core still runs). A core that
+    raises fails the link: the error is reported once, by ``receive``, as
+    :class:`~gateway.errors.AgentError`.
 
     Args:
         factory: builds the call's core from ``start``.
@@ -95,10 +97,8 @@ class BuiltinLink(AgentLink):
         self._factory = factory
         self._name = name
         self._core: AgentCore | None = None
-        self._inbox: deque[AgentItem] = deque()
-        self._ready = asyncio.Event()
+        self._inbox = Inbox()
         self._closed = False
-        self._failure: AgentError | None = None
         self._sent = 0
         self._frames = 0
         self._messages = 0
@@ -118,14 +118,14 @@ class BuiltinLink(AgentLink):
             raise AgentError("the agent link was already opened", reason="misuse")
         self._core = self._factory(start)
 
-    async def send_audio(self, pcm: bytes) -> None:
+    def send_audio(self, pcm: bytes) -> None:
         """Feed caller audio to the core; see :meth:`AgentLink.send_audio`."""
         core = self._live_core()
         if core is not None:
             self._sent += 1
             self._apply(lambda: core.receive_audio(pcm))
 
-    async def send(self, message: GatewayMessage) -> None:
+    def send(self, message: GatewayMessage) -> None:
         """Feed a control message to the core; see :meth:`AgentLink.send`."""
         check_sendable(message)
         core = self._live_core()
@@ -136,30 +136,23 @@ class BuiltinLink(AgentLink):
         """The core's next output; see :meth:`AgentLink.receive`."""
         if self._core is None and not self._closed:
             raise not_open()
-        while not self._inbox and not self._closed and self._failure is None:
-            self._ready.clear()
-            await self._ready.wait()
-        if self._closed:
-            return None
-        if not self._inbox and self._failure is not None:
-            failure, self._failure = self._failure, None
-            self._closed = True
-            raise failure
-        item = self._inbox.popleft()
-        if isinstance(item, bytes):
-            self._frames += 1
-        else:
-            self._messages += 1
-        return item
+        return await self._inbox.get()
+
+    def pause_reading(self) -> None:
+        """Hold the core's output; see :meth:`AgentLink.pause_reading`."""
+        self._inbox.pause()
+
+    def resume_reading(self) -> None:
+        """Deliver the held output; see :meth:`AgentLink.resume_reading`."""
+        self._inbox.resume(self._audio_sink)
 
     async def close(self, stop: Stop | None = None) -> None:
         """Tell the core the call ended; see :meth:`AgentLink.close`."""
         core = self._live_core()
-        if core is not None and stop is not None:
-            self._apply(lambda: core.receive_message(stop))
         self._closed = True
-        self._inbox.clear()
-        self._ready.set()
+        self._inbox.close()
+        if core is not None and stop is not None:
+            self._apply(lambda: core.receive_message(stop))  # what it answers is dropped
 
     def stats(self) -> LinkStats:
         """The link's counters now (nothing is ever dropped in-process)."""
@@ -172,7 +165,7 @@ class BuiltinLink(AgentLink):
     def _live_core(self) -> AgentCore | None:
         if self._core is None and not self._closed:
             raise not_open()
-        if self._closed or self._failure is not None:
+        if self._closed or self._inbox.ended:
             return None
         return self._core
 
@@ -181,12 +174,19 @@ class BuiltinLink(AgentLink):
             outputs = step()
         except Exception as exc:  # a broken core is an agent failure, not the engine's
             log.exception("built-in agent %s failed", self._name)
-            self._failure = AgentError(
+            failure = AgentError(
                 f"built-in agent {self._name} failed: {type(exc).__name__}", reason="agent_error"
             )
-            self._failure.__cause__ = exc
-            self._ready.set()
+            failure.__cause__ = exc
+            self._inbox.fail(failure)
             return
-        if outputs:
-            self._inbox.extend(outputs)
-            self._ready.set()
+        inbox = self._inbox
+        for item in outputs:  # a sink that raises is the engine's bug: it propagates
+            if inbox.ended:
+                return
+            if isinstance(item, bytes):
+                self._frames += 1
+                inbox.put_audio(item, self._audio_sink)
+            else:
+                self._messages += 1
+                inbox.put_message(item)

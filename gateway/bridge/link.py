@@ -1,16 +1,20 @@
 """The call engine's view of one call's agent leg: :class:`AgentLink`.
 
-Every agent, wherever it runs, sits behind this one interface: the WebSocket client of
-:mod:`gateway.bridge.websocket` for agents at a ``ws://``/``wss://`` URL, and the
-in-process link of :mod:`gateway.bridge.builtin` for the built-in agents (``echo``). The
-engine drives it from its per-call task group::
+Every agent, wherever it runs, sits behind this one interface: the WebSocket clients of
+:mod:`gateway.bridge.picows_link` (the default) and :mod:`gateway.bridge.websocket`
+(aiohttp, the fallback) for agents at a ``ws://``/``wss://`` URL, and the in-process
+link of :mod:`gateway.bridge.builtin` for the built-in agents (``echo``). The engine
+drives it from its per-call task group::
 
-    await link.open(start)                    # connect, authenticate, send start
-    await link.send_audio(pcm)                # caller audio, from the carrier reader task
-    await link.send(SpeechStarted(at_ms=...)) # control messages, from any task
-    async for item in link:                   # the agent reader task: bytes or a message
+    await link.open(start)              # connect, authenticate, send start
+    link.set_audio_sink(pacer.push)     # optional: agent audio straight to the engine
+    link.send_audio(pcm)                # caller audio, from the carrier reader task
+    link.send(SpeechStarted(at_ms=...)) # control messages, from any task
+    async for item in link:             # the agent reader task: bytes or a message
         ...
     await link.close(Stop(reason="caller_hangup"))
+
+Only ``open``, ``receive`` and ``close`` wait; everything else is a plain call.
 
 Contract
 --------
@@ -18,18 +22,43 @@ Contract
   whole samples, any length) or a decoded :data:`~gateway.bridge.protocol.AgentMessage`.
   It returns ``None`` at the *normal* end of the stream: after :meth:`AgentLink.close`,
   or when the agent closes after it sent ``hangup``. Iterating the link stops there.
+  One task reads at a time.
+* **Audio sink.** While a sink is set (:meth:`AgentLink.set_audio_sink`), agent audio
+  frames, validated exactly as ``receive()`` would return them, are passed to
+  ``sink(pcm)`` synchronously as soon as they are read, instead of being returned by
+  ``receive()``: no task wake-up per frame. *Except* when control messages read earlier
+  are still waiting to be returned by ``receive()``: then the audio queues behind them
+  and ``receive()`` returns it, in order. So the order of audio and control messages is
+  never changed (the engine places a ``mark`` after the audio before it), and control
+  messages always go through ``receive()``. The aiohttp link reads only inside
+  ``receive()``, so there the sink is called from within a pending ``receive()``; the
+  engine keeps one pending anyway. The sink must not raise: an exception from it is the
+  engine's bug. Met while a WebSocket link reads, it fails the link (closed with 1011)
+  and ``receive()`` raises it; when the sink runs inside the engine's own call (the
+  built-in link's ``send_audio``/``send``, any link's ``resume_reading``), it
+  propagates from that call.
+* **Back-pressure.** ``pause_reading()`` stops reading from the agent until
+  ``resume_reading()`` (both idempotent). While paused, nothing is delivered: the sink is
+  not called and ``receive()`` waits (it still returns ``None`` at once after
+  ``close``); what was read before the pause took effect is held and delivered, in
+  order, after resume. How each link stops reading: the picows link pauses the TCP
+  transport (the agent's writes then fill the TCP window); the aiohttp link stops
+  taking messages from aiohttp's buffer, which pauses the transport once it holds
+  512 KiB; the built-in link holds the core's output. A pause longer than the
+  heartbeat's period also holds the pong, and fails the link.
 * A failing agent (unreachable, refused, timed out, closed the socket before ``stop``
   without ``hangup``, broke the protocol fatally) raises :class:`~gateway.errors.AgentError`
   with a stable ``reason`` (:class:`LinkFailure` or
   :class:`~gateway.bridge.protocol.ProtocolViolation`), from ``open()`` or from
-  ``receive()``, exactly once. The engine ends the call with ``agent_error``. After a
-  failure, ``send_audio`` and ``send`` are silent no-ops, so the carrier reader never
-  has to handle the same failure twice; ``close`` still cleans up.
-* ``send_audio`` never waits on the agent. Caller audio goes into a bounded queue
-  (:class:`OutgoingQueue`) drained by the link's single writer; when the agent reads
-  slower than real time, the *oldest* queued audio is dropped and counted
-  (``stats().dropped_frames``): the newest audio is what the caller is saying now, and
-  the memory per call stays bounded.
+  ``receive()``, exactly once, after the items read before it. The engine ends the call
+  with ``agent_error``. After a failure, ``send_audio`` and ``send`` are silent no-ops,
+  so the carrier reader never has to handle the same failure twice; ``close`` still
+  cleans up.
+* ``send_audio`` never waits on the agent. Caller audio the socket cannot take now goes
+  into a bounded queue (:class:`OutgoingQueue`); when the agent reads slower than real
+  time, the *oldest* queued audio is dropped and counted (``stats().dropped_frames``):
+  the newest audio is what the caller is saying now, and the memory per call stays
+  bounded.
 * Control messages take a priority lane ahead of queued audio (a ``barge_in`` must not
   wait behind a second of backlog). ``close`` flushes the queued audio first (bounded
   by a timeout), then sends ``stop``, so a caller hanging up mid-sentence loses nothing.
@@ -39,7 +68,7 @@ from __future__ import annotations
 
 import abc
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -51,6 +80,7 @@ __all__ = [
     "DEFAULT_MAX_QUEUED_FRAMES",
     "AgentItem",
     "AgentLink",
+    "AudioSink",
     "LinkFailure",
     "LinkStats",
     "OutgoingQueue",
@@ -64,6 +94,8 @@ DEFAULT_MAX_QUEUED_FRAMES: Final = 100
 
 AgentItem = bytes | AgentMessage
 """What an agent sends: PCM16 audio at ``start.agent_audio``'s rate, or a control message."""
+AudioSink = Callable[[bytes], None]
+"""Takes agent audio frames as they are read (see :meth:`AgentLink.set_audio_sink`)."""
 
 
 class LinkFailure(StrEnum):
@@ -165,6 +197,8 @@ class OutgoingQueue:
 class AgentLink(abc.ABC):
     """One call's connection to its agent; see the module docstring for the contract."""
 
+    _audio_sink: AudioSink | None = None
+
     @abc.abstractmethod
     async def open(self, start: Start) -> None:
         """Connect to the agent and send ``start`` (always the first message).
@@ -175,17 +209,18 @@ class AgentLink(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def send_audio(self, pcm: bytes) -> None:
-        """Queue caller audio (PCM16 LE at ``start.caller_audio``'s rate, typically 20 ms).
+    def send_audio(self, pcm: bytes) -> None:
+        """Send caller audio (PCM16 LE at ``start.caller_audio``'s rate, typically 20 ms).
 
-        Never waits for the agent; drops the oldest queued frame when the queue is full.
+        Never waits for the agent; what the socket cannot take now is queued, and the
+        oldest queued frame is dropped when the queue is full.
 
         Raises:
             AgentError: ``reason="not_open"``, the link was never opened.
         """
 
     @abc.abstractmethod
-    async def send(self, message: GatewayMessage) -> None:
+    def send(self, message: GatewayMessage) -> None:
         """Send a control message ahead of queued audio (not ``start`` or ``stop``).
 
         Raises:
@@ -211,6 +246,22 @@ class AgentLink(abc.ABC):
     @abc.abstractmethod
     def stats(self) -> LinkStats:
         """The link's counters now."""
+
+    def set_audio_sink(self, sink: AudioSink | None) -> None:
+        """Pass agent audio to ``sink`` as it is read, not through :meth:`receive`.
+
+        See the module docstring for the ordering rule. ``None`` sends audio through
+        :meth:`receive` again (from the next frame read).
+        """
+        self._audio_sink = sink
+
+    @abc.abstractmethod
+    def pause_reading(self) -> None:
+        """Stop reading from the agent until :meth:`resume_reading` (idempotent)."""
+
+    @abc.abstractmethod
+    def resume_reading(self) -> None:
+        """Deliver what was held during the pause, then read again (idempotent)."""
 
     def __aiter__(self) -> AsyncIterator[AgentItem]:
         """Iterate :meth:`receive` until it returns ``None``."""

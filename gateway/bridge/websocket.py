@@ -1,7 +1,10 @@
-"""The WebSocket client of the agent protocol: :class:`WebSocketLink` (an edge).
+"""The aiohttp WebSocket client of the agent protocol: :class:`WebSocketLink` (an edge).
 
-One link per call, over a process-wide :class:`aiohttp.ClientSession` that the caller owns
-(one connection pool, one DNS cache; a session per call would cost a pool per call).
+The fallback to :class:`~gateway.bridge.picows_link.PicowsLink` (``transport="aiohttp"``
+in :func:`~gateway.bridge.make_link`), kept for side-by-side measurement: same contract,
+same rules (:mod:`gateway.bridge.wsclient`), more CPU per message. One link per call, over
+a process-wide :class:`aiohttp.ClientSession` that the caller owns (one connection pool,
+one DNS cache; a session per call would cost a pool per call).
 
 * **Handshake.** ``Authorization: Bearer <JWT>`` (RFC 6750 §2.1) from
   :func:`~gateway.bridge.protocol.issue_agent_token`; no per-message compression
@@ -9,14 +12,13 @@ One link per call, over a process-wide :class:`aiohttp.ClientSession` that the c
   the whole handshake plus ``start`` must complete within ``connect_timeout_s``.
 * **One writer.** A single task drains the :class:`~gateway.bridge.link.OutgoingQueue`;
   nothing else writes to the socket while it runs (``close`` stops it first).
-* **Strict reading** (docs/agent-protocol.md §6). Malformed JSON or fields, and bad audio
-  frames, are answered with ``error`` and skipped; unknown types are counted and
-  skipped. A text frame over 16 KiB is closed with 1009 and an unknown ``required``
-  message with 1008 (RFC 6455 §7.4.1), and :class:`~gateway.errors.AgentError` is raised.
-* **Size cap.** aiohttp's ``max_msg_size`` is twice the protocol's audio limit: a binary
-  frame up to that size can be read, refused (``error``/``too_large``) and dropped as §6
-  says; one beyond it cannot be read without buffering it, so aiohttp fails the
-  connection with 1009.
+* **Reading happens in** ``receive()``: the audio sink is called from there, and
+  ``pause_reading`` makes it stop taking messages from aiohttp's buffer (which pauses
+  the transport once it holds 512 KiB).
+* **Size cap.** aiohttp's ``max_msg_size`` is ``max_message_bytes``, twice the protocol's
+  audio limit: a binary message up to that size can be read, refused (``error``/
+  ``too_large``) and dropped as §6 says; one beyond it cannot be read without buffering
+  it, so aiohttp fails the connection with 1009.
 """
 
 from __future__ import annotations
@@ -26,74 +28,43 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum, auto
+from typing import NoReturn
 
 import aiohttp
 from yarl import URL
 
 from gateway.bridge.link import (
-    DEFAULT_MAX_QUEUED_FRAMES,
     AgentItem,
     AgentLink,
-    LinkFailure,
     LinkStats,
     OutgoingQueue,
     check_sendable,
     not_open,
 )
 from gateway.bridge.protocol import (
-    MAX_AUDIO_BYTES,
-    Error,
     GatewayMessage,
-    Hangup,
-    ProtocolViolation,
     Start,
     Stop,
-    UnknownMessage,
-    check_audio_frame,
-    decode_agent_message,
     encode_message,
     issue_agent_token,
+)
+from gateway.bridge.wsclient import (
+    FAILURE_BY_CLOSE_CODE,
+    MAX_PENDING_REPLIES,
+    AgentReader,
+    FatalViolation,
+    WebSocketSettings,
+    closed_early,
+    connect_timed_out,
+    handshake_refused,
+    unreachable,
 )
 from gateway.errors import AgentError, CloseCode
 
 __all__ = ["WebSocketLink", "WebSocketSettings"]
 
 log = logging.getLogger("gateway.bridge")
-
-# RFC 6455 §7.4.1: the close code that goes with each fatal violation.
-_FATAL_CLOSE = {
-    ProtocolViolation.TOO_LARGE: CloseCode.MESSAGE_TOO_BIG,  # 1009
-    ProtocolViolation.UNSUPPORTED: CloseCode.POLICY_VIOLATION,  # 1008
-}
-# Replies to bad agent messages wait behind at most this many control messages; beyond
-# that an agent that floods us while not reading gets no more replies (still counted).
-_MAX_PENDING_CONTROL = 32
-# What aiohttp's own close codes mean to us when it fails the connection for us.
-_AIOHTTP_FAILURE = {
-    CloseCode.MESSAGE_TOO_BIG: ProtocolViolation.TOO_LARGE,
-    CloseCode.INVALID_PAYLOAD: ProtocolViolation.MALFORMED,  # e.g. invalid UTF-8 text
-    CloseCode.PROTOCOL_ERROR: ProtocolViolation.MALFORMED,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class WebSocketSettings:
-    """Tunables of the agent WebSocket client (seconds, frames, bytes)."""
-
-    connect_timeout_s: float = 5.0
-    """Connect + TLS + handshake + sending ``start`` (docs/agent-protocol.md §6: 5 s)."""
-    heartbeat_s: float | None = 15.0
-    """Ping period; no pong within half of it fails the link. ``None``: no pings."""
-    flush_timeout_s: float = 2.0
-    """How long ``close`` waits for queued caller audio to reach the agent."""
-    close_timeout_s: float = 2.0
-    """How long ``close`` waits for the agent's closing handshake before aborting."""
-    max_queued_frames: int = DEFAULT_MAX_QUEUED_FRAMES
-    """Caller audio frames held for a slow agent before the oldest is dropped."""
-    max_message_bytes: int = 2 * MAX_AUDIO_BYTES
-    """Largest frame read at all; beyond it the connection fails with 1009."""
 
 
 class _State(Enum):
@@ -103,7 +74,7 @@ class _State(Enum):
 
 
 class WebSocketLink(AgentLink):
-    """An agent at a ``ws://``/``wss://`` URL, speaking ``rymi-agent/1``.
+    """An agent at a ``ws://``/``wss://`` URL, speaking ``rymi-agent/1``, over aiohttp.
 
     Args:
         session: the process's shared client session (not closed by the link).
@@ -128,14 +99,16 @@ class WebSocketLink(AgentLink):
         self._settings = settings or WebSocketSettings()
         self._wall_clock = wall_clock
         self._queue = OutgoingQueue(self._settings.max_queued_frames)
+        self._reader = AgentReader(self._reply)
+        self._sent = 0
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()
+        self._resumed = asyncio.Event()
+        self._resumed.set()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._writer: asyncio.Task[None] | None = None
         self._state = _State.NEW
         self._closing = False
-        self._hung_up = False
-        self._counts = {"sent": 0, "frames": 0, "messages": 0, "unknown": 0, "invalid": 0}
 
     def __repr__(self) -> str:
         return f"<WebSocketLink {self._url.host}:{self._url.port} {self._state.name}>"
@@ -163,15 +136,15 @@ class WebSocketLink(AgentLink):
         self._drained.set()
         self._writer = asyncio.create_task(self._write_loop(self._ws), name="agent-writer")
 
-    async def send_audio(self, pcm: bytes) -> None:
-        """Queue caller audio; see :meth:`AgentLink.send_audio`."""
+    def send_audio(self, pcm: bytes) -> None:
+        """Queue caller audio for the writer; see :meth:`AgentLink.send_audio`."""
         if self._state is _State.OPEN and not self._closing:
             self._queue.put_audio(pcm)
             self._wake()
         elif self._state is _State.NEW:
             raise not_open()
 
-    async def send(self, message: GatewayMessage) -> None:
+    def send(self, message: GatewayMessage) -> None:
         """Queue a control message ahead of audio; see :meth:`AgentLink.send`."""
         check_sendable(message)
         if self._state is _State.OPEN and not self._closing:
@@ -185,14 +158,36 @@ class WebSocketLink(AgentLink):
         if self._state is _State.NEW:
             raise not_open()
         while self._state is _State.OPEN and self._ws is not None:
-            msg = await self._ws.receive()
-            item = await self._handle(msg)
-            if item is not None:
+            if not self._resumed.is_set():
+                await self._resumed.wait()
+                continue
+            item = await self._handle(await self._ws.receive())
+            if item is None:
+                continue
+            if not self._resumed.is_set():  # paused while that message was on its way
+                await self._resumed.wait()
+                if self._closing:
+                    return None  # closed meanwhile: nobody wants it
+            sink = self._audio_sink
+            if sink is None or not isinstance(item, bytes):
                 return item
+            try:
+                sink(item)
+            except Exception as exc:  # the engine's bug: end the link, and let it see it
+                await self._fail(exc, CloseCode.INTERNAL_ERROR, "audio sink failed")
         return None
+
+    def pause_reading(self) -> None:
+        """Stop taking agent messages; see :meth:`AgentLink.pause_reading`."""
+        self._resumed.clear()
+
+    def resume_reading(self) -> None:
+        """Take agent messages again; see :meth:`AgentLink.resume_reading`."""
+        self._resumed.set()
 
     async def close(self, stop: Stop | None = None) -> None:
         """Flush, send ``stop``, close with 1000; see :meth:`AgentLink.close`."""
+        self._resumed.set()  # a paused receive() sees the end
         if self._closing or self._ws is None:
             self._closing, self._state = True, _State.ENDED
             return
@@ -213,16 +208,7 @@ class WebSocketLink(AgentLink):
 
     def stats(self) -> LinkStats:
         """The link's counters now."""
-        c = self._counts
-        return LinkStats(
-            sent_frames=c["sent"],
-            dropped_frames=self._queue.dropped,
-            queued_frames=self._queue.audio_frames,
-            received_frames=c["frames"],
-            received_messages=c["messages"],
-            unknown_messages=c["unknown"],
-            invalid_messages=c["invalid"],
-        )
+        return self._reader.stats(self._queue, self._sent)
 
     # -- connecting ----------------------------------------------------------------------
 
@@ -241,24 +227,11 @@ class WebSocketLink(AgentLink):
         """The :class:`AgentError` for a failed open, or None for our own bugs."""
         where = f"agent at {self._url.host}:{self._url.port}"
         if isinstance(exc, aiohttp.WSServerHandshakeError):
-            if exc.status in (401, 403):  # RFC 6750 §3.1: invalid_token
-                return AgentError(
-                    f"{where} refused our token (HTTP {exc.status})",
-                    reason=ProtocolViolation.UNAUTHORIZED,
-                )
-            return AgentError(
-                f"{where} refused the WebSocket handshake (HTTP {exc.status})",
-                reason=LinkFailure.REFUSED,
-            )
+            return handshake_refused(where, exc.status)
         if isinstance(exc, TimeoutError):
-            return AgentError(
-                f"{where} did not answer within {self._settings.connect_timeout_s} s",
-                reason=LinkFailure.TIMEOUT,
-            )
+            return connect_timed_out(where, self._settings.connect_timeout_s)
         if isinstance(exc, aiohttp.ClientError | OSError):
-            return AgentError(
-                f"{where} is unreachable ({type(exc).__name__})", reason=LinkFailure.UNREACHABLE
-            )
+            return unreachable(where, exc)
         return None
 
     # -- writing -------------------------------------------------------------------------
@@ -266,6 +239,12 @@ class WebSocketLink(AgentLink):
     def _wake(self) -> None:
         self._drained.clear()
         self._wakeup.set()
+
+    def _reply(self, text: str) -> None:
+        """Queue an ``error`` reply to a bad agent message, within the bound."""
+        if not self._closing and self._queue.control_messages < MAX_PENDING_REPLIES:
+            self._queue.put_control(text)
+            self._wake()
 
     async def _write_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """The socket's only writer: control first, then audio, until cancelled."""
@@ -278,7 +257,7 @@ class WebSocketLink(AgentLink):
                     await self._wakeup.wait()
                 elif isinstance(item, bytes):
                     await ws.send_bytes(item)  # waits while the agent's TCP window is full
-                    self._counts["sent"] += 1
+                    self._sent += 1
                 else:
                     await ws.send_str(item)
         except (aiohttp.ClientError, ConnectionError) as exc:
@@ -313,71 +292,35 @@ class WebSocketLink(AgentLink):
     async def _handle(self, msg: aiohttp.WSMessage) -> AgentItem | None:
         """Turn one WebSocket message into an item, or None to skip it; raise if fatal."""
         if msg.type is aiohttp.WSMsgType.BINARY:
-            return self._audio(msg.data)
+            return self._reader.audio(msg.data)
         if msg.type is aiohttp.WSMsgType.TEXT:
-            return await self._control(msg.data)
+            try:
+                return self._reader.text(msg.data)
+            except FatalViolation as exc:
+                await self._fail(exc, exc.close_code, exc.reason)
         if msg.type in (aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG):
             return None
         await self._ended(msg)
         return None
 
-    def _audio(self, data: bytes) -> bytes | None:
-        try:
-            frame = check_audio_frame(data)
-        except AgentError as exc:
-            self._refuse(exc)
-            return None
-        self._counts["frames"] += 1
-        return frame
-
-    async def _control(self, text: str) -> AgentItem | None:
-        try:
-            message = decode_agent_message(text)
-        except AgentError as exc:
-            if exc.reason in _FATAL_CLOSE:
-                await self._fail(exc, _FATAL_CLOSE[ProtocolViolation(exc.reason)])
-            self._refuse(exc)
-            return None
-        if isinstance(message, UnknownMessage):
-            self._counts["unknown"] += 1
-            log.debug("skipped agent message of unknown type %r", message.type)
-            return None
-        self._counts["messages"] += 1
-        if isinstance(message, Hangup):
-            self._hung_up = True
-        return message
-
-    def _refuse(self, exc: AgentError) -> None:
-        """Answer a bad but survivable message with ``error`` (docs §6) and skip it."""
-        self._counts["invalid"] += 1
-        log.debug("refused an agent message: %s", exc.reason)
-        if not self._closing and self._queue.control_messages < _MAX_PENDING_CONTROL:
-            self._queue.put_control(encode_message(Error(code=exc.reason, message=str(exc))))
-            self._wake()
-
-    async def _fail(self, exc: AgentError, code: int) -> None:
+    async def _fail(self, exc: Exception, code: int, why: str) -> NoReturn:
         """Fail the WebSocket connection (RFC 6455 §7.1.7) with ``code``, then raise."""
         self._state = _State.ENDED
         await self._stop_writer()
         if self._ws is not None:
             with contextlib.suppress(TimeoutError, aiohttp.ClientError, ConnectionError):
                 async with asyncio.timeout(self._settings.close_timeout_s):
-                    await self._ws.close(code=code, message=exc.reason.encode())
-        log.warning("agent broke the protocol (%s); closed with %d", exc.reason, code)
+                    await self._ws.close(code=code, message=why.encode())
+        log.warning("agent link failed (%s); closed with %d", why, code)
         raise exc
 
     async def _ended(self, msg: aiohttp.WSMessage) -> None:
         """The socket is closing or closed: a normal end, or the agent's failure."""
         self._state = _State.ENDED
-        if self._closing or self._hung_up:
+        if self._closing or self._reader.hung_up:
             return
         await self._stop_writer()
         code = self._ws.close_code if self._ws is not None else None
-        if msg.type is aiohttp.WSMsgType.ERROR and code in _AIOHTTP_FAILURE:
-            reason: str = _AIOHTTP_FAILURE[CloseCode(code)]
-        else:
-            reason = LinkFailure.CLOSED
-        log.warning("agent connection ended before stop (%s, close code %s)", reason, code)
-        raise AgentError(
-            f"the agent closed the connection before stop (code {code})", reason=reason
-        )
+        if msg.type is aiohttp.WSMsgType.ERROR and code in FAILURE_BY_CLOSE_CODE:
+            raise closed_early(code, FAILURE_BY_CLOSE_CODE[code])
+        raise closed_early(code)

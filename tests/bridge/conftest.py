@@ -2,28 +2,33 @@
 
 Every agent here is a real aiohttp WebSocket server on 127.0.0.1, port 0: the reference
 agent server of ``loadtest/agent_server.py``, or a scripted agent (tests/bridge/agents.py)
-that misbehaves on purpose.
+that misbehaves on purpose. The WebSocket tests run twice, once per link
+(:func:`ws_link`: picows, the default, and aiohttp, the fallback).
 """
 
 from __future__ import annotations
 
 import asyncio
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import cache
-from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from gateway.bridge import PicowsLink, WebSocketLink, WebSocketSettings
 from gateway.bridge.link import AgentItem, AgentLink
 from gateway.bridge.protocol import AudioSpec, Mark, Start
 from loadtest.agent_server import AgentServerConfig, make_app
+from loadtest.audio import FIXTURE as FIXTURE  # re-exported: the bridge tests' fixture
+
+if TYPE_CHECKING:
+    from tests.bridge.agents import ScriptedAgent
 
 SECRET = b"agent-secret-for-the-bridge-tests-0123456789"
 AGENT_ID = "agent-7"
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "two_phrases_16k.wav"
 FRAME_16K = 640  # 20 ms of PCM16 at 16 kHz
 GUARD_S = 20.0  # failure guard for waits; never a speed assertion
 
@@ -103,3 +108,65 @@ async def echo_server() -> AsyncIterator[TestServer]:
     server = await start_server(make_app(AgentServerConfig(secret=SECRET)))
     yield server
     await server.close()
+
+
+class LinkMaker(Protocol):
+    """Builds an unopened WebSocket link of the kind under test."""
+
+    def __call__(
+        self, url: str, secret: bytes = SECRET, *, settings: WebSocketSettings | None = None
+    ) -> AgentLink: ...
+
+
+WS_LINKS = ["picows", "aiohttp"]
+"""The WebSocket link kinds, as fixture parameters."""
+
+
+def link_maker(kind: str, http: aiohttp.ClientSession) -> LinkMaker:
+    """A :class:`LinkMaker` for ``kind`` (``picows`` or ``aiohttp``)."""
+
+    def make(
+        url: str, secret: bytes = SECRET, *, settings: WebSocketSettings | None = None
+    ) -> AgentLink:
+        if kind == "picows":
+            return PicowsLink(url, secret, settings=settings)
+        return WebSocketLink(http, url, secret, settings=settings)
+
+    return make
+
+
+@pytest.fixture(params=WS_LINKS)
+def ws_link(request: pytest.FixtureRequest, http: aiohttp.ClientSession) -> LinkMaker:
+    """Each WebSocket link in turn."""
+    return link_maker(request.param, http)
+
+
+Run = Callable[..., Awaitable[tuple[AgentLink, "ScriptedAgent"]]]
+"""``run(script=None, *, read=True, settings=None, agent=None)``: a scripted agent, and
+a link of the kind under test opened to it."""
+
+
+@pytest.fixture
+async def scripted(ws_link: LinkMaker) -> AsyncIterator[Run]:
+    """Start a scripted agent and open a link of the kind under test to it."""
+    from tests.bridge.agents import Script, ScriptedAgent  # it imports this module
+
+    servers: list[TestServer] = []
+
+    async def run(
+        script: Script | None = None,
+        *,
+        read: bool = True,
+        settings: WebSocketSettings | None = None,
+        agent: ScriptedAgent | None = None,
+    ) -> tuple[AgentLink, ScriptedAgent]:
+        if agent is None:
+            agent = ScriptedAgent(script, read=read) if script else ScriptedAgent(read=read)
+        servers.append(await start_server(agent.app()))
+        link = ws_link(ws_url(servers[-1]), settings=settings)
+        await link.open(make_start())
+        return link, agent
+
+    yield run
+    for server in servers:
+        await server.close()

@@ -19,7 +19,6 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.bridge import WebSocketLink
 from gateway.bridge.link import LinkFailure
 from gateway.bridge.protocol import (
     BargeIn,
@@ -40,6 +39,7 @@ from tests.bridge.conftest import (
     FIXTURE,
     GUARD_S,
     SECRET,
+    LinkMaker,
     call_audio,
     collect,
     has_mark,
@@ -101,15 +101,13 @@ class TestPatternCore:
             PatternCore(make_start(), b"\0\0", talk_ms=100, listen_ms=0)
 
 
-async def test_pattern_mode_talks_the_fixture_at_the_agent_rate(
-    http: aiohttp.ClientSession,
-) -> None:
+async def test_pattern_mode_talks_the_fixture_at_the_agent_rate(ws_link: LinkMaker) -> None:
     config = AgentServerConfig(secret=SECRET, mode="pattern", talk_ms=200, fixture=FIXTURE)
     server = await start_server(make_app(config))
-    link = WebSocketLink(http, ws_url(server), SECRET)
+    link = ws_link(ws_url(server))
     await link.open(make_start(agent_rate=24000))
     for frame in call_audio(0)[:10]:
-        await link.send_audio(frame)
+        link.send_audio(frame)
     items = await collect(link, has_mark("talk-1"))
     await link.close(Stop(reason="caller_hangup"))
     await server.close()
@@ -167,7 +165,7 @@ async def test_malformed_gateway_messages_are_answered(
 
 
 async def test_a_real_process_serves_and_stops_cleanly_on_sigterm(
-    http: aiohttp.ClientSession, tmp_path: Path
+    ws_link: LinkMaker, tmp_path: Path
 ) -> None:
     stats_file = tmp_path / "calls.json"
     process = await asyncio.create_subprocess_exec(
@@ -180,14 +178,14 @@ async def test_a_real_process_serves_and_stops_cleanly_on_sigterm(
         async with asyncio.timeout(GUARD_S):
             banner = (await process.stdout.readline()).decode()
         base = banner.split()[-1].rstrip("/")  # ws://127.0.0.1:PORT/agents
-        finished = WebSocketLink(http, f"{base}/{AGENT_ID}", SECRET)
+        finished = ws_link(f"{base}/{AGENT_ID}")
         await finished.open(make_start(call_id="call-1"))
         for frame in call_audio()[:300]:
-            await finished.send_audio(frame)
+            finished.send_audio(frame)
             await asyncio.sleep(0)
         assert isinstance(await collect(finished, lambda i: bool(i)), list)
         await finished.close(Stop(reason="caller_hangup"))
-        live = WebSocketLink(http, f"{base}/{AGENT_ID}", SECRET)
+        live = ws_link(f"{base}/{AGENT_ID}")
         await live.open(make_start(call_id="call-2"))
         process.send_signal(signal.SIGTERM)
         with pytest.raises(AgentError) as info:

@@ -8,6 +8,7 @@ import pytest
 from gateway.bridge import (
     BUILTINS,
     BuiltinLink,
+    PicowsLink,
     WebSocketLink,
     builtin,
     is_websocket_pipeline,
@@ -61,14 +62,18 @@ async def test_make_link_picks_the_link_by_pipeline(http: aiohttp.ClientSession)
     assert not is_websocket_pipeline("echo")
     assert isinstance(make_link("echo"), BuiltinLink)
     url = "ws://127.0.0.1:9/agents/a"
-    assert isinstance(make_link(url, session=http, secret=SECRET), WebSocketLink)
+    assert isinstance(make_link(url, secret=SECRET), PicowsLink)  # the default
+    aiohttp_link = make_link(url, session=http, secret=SECRET, transport="aiohttp")
+    assert isinstance(aiohttp_link, WebSocketLink)
     with pytest.raises(ConfigError):
-        make_link(url, session=http)
+        make_link(url, session=http)  # no secret
+    with pytest.raises(ConfigError):
+        make_link(url, secret=SECRET, transport="aiohttp")  # aiohttp needs the session
 
 
 async def test_open_link_opens_a_builtin() -> None:
     link = await open_link("silence", make_start())
-    await link.send_audio(bytes(640))
+    link.send_audio(bytes(640))
     await link.close(Stop(reason="caller_hangup"))
     assert await link.receive() is None
     assert link.stats().sent_frames == 1
@@ -77,9 +82,9 @@ async def test_open_link_opens_a_builtin() -> None:
 async def test_a_failing_builtin_fails_the_link_once() -> None:
     link = BuiltinLink(BrokenCore, "broken")
     await link.open(make_start())
-    await link.send_audio(b"\x01\x00")
-    await link.send_audio(b"\x02\x00")  # raises inside the core
-    await link.send_audio(b"\x03\x00")  # ignored: the agent has failed
+    link.send_audio(b"\x01\x00")
+    link.send_audio(b"\x02\x00")  # raises inside the core
+    link.send_audio(b"\x03\x00")  # ignored: the agent has failed
     assert await link.receive() == b"\x01\x00"  # what it said before failing
     with pytest.raises(AgentError) as info:
         await link.receive()

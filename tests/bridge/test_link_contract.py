@@ -1,8 +1,9 @@
 """The AgentLink contract, run against the echo agent in-process and over a WebSocket.
 
-Both links carry the same agent core (gateway.bridge.echo.EchoCore), so every test here
-checks the interface the call engine relies on, twice: once with no socket at all, and
-once through the reference agent server over loopback.
+All links carry the same agent core (gateway.bridge.echo.EchoCore), so every test here
+checks the interface the call engine relies on three times: once with no socket at all,
+and once per WebSocket link (picows, aiohttp) through the reference agent server over
+loopback.
 
 Audio threshold: at 16 kHz both ways the echo is bit-exact (each echoed utterance must be
 a contiguous slice of what was sent); at 24 kHz out, the echo resampled back to 16 kHz
@@ -20,7 +21,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from gateway.bridge import BuiltinLink, WebSocketLink, WebSocketSettings
+from gateway.bridge import BuiltinLink, WebSocketSettings
 from gateway.bridge.echo import EchoCore
 from gateway.bridge.link import AgentItem, AgentLink
 from gateway.bridge.protocol import (
@@ -41,9 +42,11 @@ from rymi_codecs import Resampler
 from tests.bridge.conftest import (
     GUARD_S,
     SECRET,
+    WS_LINKS,
     call_audio,
     collect,
     has_mark,
+    link_maker,
     make_start,
     speech,
     start_server,
@@ -72,7 +75,7 @@ async def _inprocess_stats(link: AgentLink) -> dict[str, Any]:
     return asdict(link.core.stats())
 
 
-@pytest.fixture(params=["in-process", "websocket"])
+@pytest.fixture(params=["in-process", *WS_LINKS])
 async def harness(
     request: pytest.FixtureRequest, http: aiohttp.ClientSession
 ) -> AsyncIterator[Harness]:
@@ -87,16 +90,15 @@ async def harness(
             await wait_for_calls(app, 1)
         return call_records(app)[-1].core
 
-    yield Harness(
-        lambda: WebSocketLink(http, ws_url(server), SECRET, settings=SETTINGS), server_stats
-    )
+    make = link_maker(request.param, http)
+    yield Harness(lambda: make(ws_url(server), settings=SETTINGS), server_stats)
     await server.close()
 
 
 async def talk(link: AgentLink, audio: list[bytes]) -> None:
     for frame in audio:
-        await link.send_audio(frame)
-        await asyncio.sleep(0)  # let the writer run, as the carrier reader would
+        link.send_audio(frame)
+        await asyncio.sleep(0)  # let the link run, as the carrier reader would
 
 
 async def echo_call(link: AgentLink) -> list[AgentItem]:
@@ -166,8 +168,8 @@ async def test_24k_agent_audio_correlates_with_the_16k_echo(harness: Harness) ->
 async def test_marks_are_answered_and_counted(harness: Harness) -> None:
     link = await harness.open(make_start())
     await echo_call(link)
-    await link.send(MarkPlayed(name="utt-1", heard_ms=2980, position_ms=2980))
-    await link.send(MarkCleared(name="utt-2", heard_ms=100, position_ms=3080))
+    link.send(MarkPlayed(name="utt-1", heard_ms=2980, position_ms=2980))
+    link.send(MarkCleared(name="utt-2", heard_ms=100, position_ms=3080))
     await link.close(Stop(reason="caller_hangup"))
     stats = await harness.agent_stats(link)
     assert (stats["marks_sent"], stats["marks_played"], stats["marks_cleared"]) == (2, 1, 1)
@@ -181,7 +183,7 @@ async def test_barge_in_stops_the_playback(harness: Harness) -> None:
     link = await harness.open(make_start())
     await talk(link, audio[: first + 1])
     head = await collect(link, lambda items: any(isinstance(i, bytes) for i in items))
-    await link.send(BargeIn(heard_ms=100, discarded_ms=120))
+    link.send(BargeIn(heard_ms=100, discarded_ms=120))
     async with asyncio.TaskGroup() as tg:
         tg.create_task(talk(link, audio[first + 1 :]))
         rest = await collect(link, has_mark("utt-2"))
@@ -197,9 +199,9 @@ async def test_barge_in_stops_the_playback(harness: Harness) -> None:
 
 async def test_dtmf_transcripts_playback_and_hangup(harness: Harness) -> None:
     link = await harness.open(make_start())
-    await link.send(Dtmf(digits="12#"))
-    await link.send(DurationWarning(seconds_left=30))
-    await link.send(Dtmf(digits="*"))
+    link.send(Dtmf(digits="12#"))
+    link.send(DurationWarning(seconds_left=30))
+    link.send(Dtmf(digits="*"))
     items = await collect(link, lambda items: len(items) == 6)
     assert items == [
         Transcript(role="agent", text="<dtmf 1>"),
@@ -223,8 +225,8 @@ async def test_close_is_idempotent_and_ends_the_stream(harness: Harness) -> None
     assert await reader is None
     assert await link.receive() is None
     assert [item async for item in link] == []
-    await link.send_audio(b"\0" * 640)  # after close: a silent no-op
-    await link.send(MarkPlayed(name="x", heard_ms=0, position_ms=0))
+    link.send_audio(b"\0" * 640)  # after close: a silent no-op
+    link.send(MarkPlayed(name="x", heard_ms=0, position_ms=0))
     stats = await harness.agent_stats(link)
     assert stats["stop_reason"] == "max_duration"
     assert stats["caller_frames"] == 10
@@ -234,13 +236,13 @@ async def test_close_is_idempotent_and_ends_the_stream(harness: Harness) -> None
 async def test_misuse_is_refused(harness: Harness) -> None:
     link = harness.make()
     with pytest.raises(AgentError) as info:
-        await link.send_audio(b"\0\0")
+        link.send_audio(b"\0\0")
     assert info.value.reason == "not_open"
     with pytest.raises(AgentError):
         await link.receive()
     await link.open(make_start())
     with pytest.raises(TypeError):
-        await link.send(Stop(reason="caller_hangup"))
+        link.send(Stop(reason="caller_hangup"))
     with pytest.raises(AgentError) as info:
         await link.open(make_start())
     assert info.value.reason == "misuse"
