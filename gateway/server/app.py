@@ -26,7 +26,7 @@ from aiohttp import web
 
 from gateway.api import ApiSettings, CarrierApi, CarrierApiUrls
 from gateway.api.app import bind_api_state, build_api_app
-from gateway.bridge import is_websocket_pipeline, make_link
+from gateway.bridge import LinkTransport, is_websocket_pipeline, make_link
 from gateway.bridge.link import AgentLink
 from gateway.call_events import EndReason, HangupRequested, LeaseLost
 from gateway.calltoken import CallTokens, MemoryTokenUseRegistry, TokenUseRegistry
@@ -73,7 +73,12 @@ async def default_links(engine: Engine, agent: Agent) -> AgentLink:
         raise AgentError(f"agent {agent.id} has no pipeline secret", reason="misconfigured")
     revealed = secret.reveal()
     register_secret(revealed)  # the log safety net never prints it (a set lookup once known)
-    return make_link(agent.pipeline, session=engine.http, secret=revealed.encode())
+    transport: LinkTransport = (
+        "aiohttp" if engine.settings.agent_transport == "aiohttp" else "picows"
+    )
+    return make_link(
+        agent.pipeline, session=engine.http, secret=revealed.encode(), transport=transport
+    )
 
 
 def create_app(

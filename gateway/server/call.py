@@ -1,17 +1,25 @@
 """One live call: a task group bridging the carrier's socket and the agent link.
 
-Four tasks per call (:meth:`CallRunner.run`), one ``asyncio.TaskGroup``:
+Three tasks per call (:meth:`CallRunner.run`), one ``asyncio.TaskGroup``, and a timer
+callback:
 
-* **carrier reader**: carrier messages → events; caller audio decoded and resampled
-  (:class:`~gateway.media.CallerMedia`) and queued to the agent (the link's queue is
-  bounded and drops the oldest, counted); VAD barge-in; DTMF; mark echoes reconciled.
-* **agent task**: opens the link, then agent audio → exact 20 ms frames into the pacer
-  (:class:`~gateway.media.AgentMedia`), and agent control messages. It stops reading
-  while more than :data:`HIGH_WATER_MS` is queued, so TCP slows a fast agent down.
-* **paced writer**: releases frames on the monotonic clock (``loop.time()``), sends the
-  marks behind them, tells the agent which marks were heard.
-* **timer**: the session's deadlines (start, warning, max duration, checkpoints,
-  grace) and events posted from outside (commands, lease loss, drain).
+* **carrier reader** (task): carrier messages → events; caller audio decoded and
+  resampled (:class:`~gateway.media.CallerMedia`) and handed to the agent link (which
+  never waits: its queue is bounded and drops the oldest, counted); VAD barge-in; DTMF;
+  mark echoes reconciled.
+* **agent task**: opens the link, then reads the agent's control messages. Agent audio
+  arrives through the link's audio sink, synchronously from the socket's read callback
+  (:meth:`~gateway.bridge.link.AgentLink.set_audio_sink`), into exact 20 ms frames in
+  the pacer (:class:`~gateway.media.AgentMedia`). While more than :data:`HIGH_WATER_MS`
+  is queued the link stops reading (``pause_reading``), so TCP slows a fast agent down.
+* **paced writer** (a ``loop.call_at`` callback, not a task): releases frames on the
+  monotonic clock (``loop.time()``), sends the marks behind them, tells the agent which
+  marks were heard, and re-arms itself for the pacer's next deadline. It writes each
+  frame synchronously (:class:`~gateway.server.carrier_socket.CarrierSocket`): no
+  coroutine, lock or task switch per frame (docs/performance.md, "Load").
+* **timer** (task): the session's deadlines (start, warning, max duration, checkpoints,
+  grace), the checkpoints' database writes, and events posted from outside (commands,
+  lease loss, drain).
 
 Every decision goes through the pure :class:`~gateway.session.CallSession`. When it
 returns :class:`~gateway.call_events.EndCall`, the group is cancelled and the ending
@@ -69,6 +77,7 @@ from gateway.errors import AgentError, CarrierProtocolError, CloseCode, CommandE
 from gateway.media import AgentMedia, CallerMedia, Outputs
 from gateway.metrics import DropReason
 from gateway.server.answer import FROM_PARAMETER, LEASE_PARAMETER
+from gateway.server.carrier_socket import CarrierSocket
 from gateway.server.context import Engine
 from gateway.server.finish import finish_call
 from gateway.server.limits import MessageRate
@@ -88,6 +97,7 @@ LOW_WATER_MS = 1000
 _PENDING_FRAMES = 250  # caller audio held while the agent connects: 5 s, oldest dropped
 _FORWARDING_PHASES = frozenset({Phase.ACTIVE, Phase.PLAYING_OUT})
 """Phases in which caller audio goes straight to the agent."""
+_IDLE_MARGIN_S = 0.001  # past the last frame's end before playout counts as idle
 
 
 class _CallOver(Exception):
@@ -106,6 +116,8 @@ class CallSetup:
     agent: Agent
     lease: Lease
     rate: MessageRate
+    socket: CarrierSocket
+    """Synchronous frame writer of ``ws`` (the paced writer's path)."""
 
 
 class CallRunner:
@@ -137,13 +149,16 @@ class CallRunner:
         self.pending_dropped = 0
         """Caller frames dropped while the agent was still connecting (over 5 s)."""
         self._pending: deque[bytes] = deque(maxlen=_PENDING_FRAMES)
-        self._send_lock = asyncio.Lock()
-        self._writer_wake = asyncio.Event()
+        self._pace_handle: asyncio.TimerHandle | None = None
+        self._pace_at = 0.0
+        """When the armed pacer callback runs (monotonic s)."""
+        self._pace_stopped = False
+        self._reading_paused = False
         self._timer_wake = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
         self._ended = asyncio.Event()
         self._inbox: deque[Event] = deque()
+        self._checkpoints: deque[int] = deque()
+        self._failure: BaseException | None = None
         self.meter = CallMeter(engine.metrics, setup.adapter.name, setup.record.tenant_id)
         """The call's metrics (batched counts, sampled timings)."""
 
@@ -162,7 +177,6 @@ class CallRunner:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._carrier_reader(), name=f"carrier-{self.call_id}")
                 group.create_task(self._agent_task(), name=f"agent-{self.call_id}")
-                group.create_task(self._writer(), name=f"writer-{self.call_id}")
                 group.create_task(self._timer(), name=f"timer-{self.call_id}")
                 await self._ended.wait()
                 raise _CallOver
@@ -171,8 +185,11 @@ class CallRunner:
         except* Exception:
             log.exception("call %s: engine error", self.call_id)
         finally:
+            self._stop_pacing()
+            if self._failure is not None:
+                log.error("call %s: paced writer failed", self.call_id, exc_info=self._failure)
             if self.session.end is None:
-                await self._apply(HangupRequested(EndReason.INTERNAL_ERROR))
+                self._apply(HangupRequested(EndReason.INTERNAL_ERROR))
             await asyncio.shield(self._finish())
         assert self.session.end is not None
         return self.session.end
@@ -189,7 +206,7 @@ class CallRunner:
         return {
             DropReason.AGENT_SLOW: 0 if self.link is None else self.link.stats().dropped_frames,
             DropReason.CONNECT_BACKLOG: self.pending_dropped,
-            DropReason.OUTBOUND_OVERFLOW: pacer.frames_dropped,
+            DropReason.OUTBOUND_OVERFLOW: pacer.frames_dropped + self.setup.socket.dropped,
             DropReason.CLEARED: pacer.frames_cleared,
         }
 
@@ -199,16 +216,21 @@ class CallRunner:
 
     # -- the session ---------------------------------------------------------------------
 
-    async def _apply(self, event: Event) -> None:
+    def _apply(self, event: Event) -> None:
+        """Run one event through the session and act on what it decides (never waits).
+
+        Checkpoints are database writes: they are queued for the timer task.
+        """
         if self.session.ended:
             return
         for action in self.session.handle(event, self.loop.time()):
             if isinstance(action, WarnAgent):
-                await self.to_agent([proto.DurationWarning(seconds_left=action.seconds_left)])
+                self.to_agent([proto.DurationWarning(seconds_left=action.seconds_left)])
             elif isinstance(action, Checkpoint):
-                await self._checkpoint(action.audio_ms)
+                self._checkpoints.append(action.audio_ms)
             else:
                 log.info("call %s ends: %s", self.call_id, action.reason.value)
+                self._stop_pacing()  # the stream may be stopping: nothing more is released
                 self._ended.set()
         self._timer_wake.set()
 
@@ -222,30 +244,25 @@ class CallRunner:
 
     # -- sending -------------------------------------------------------------------------
 
-    async def to_carrier(self, commands: list[Command]) -> None:
-        """Send commands to the carrier in order (one writer at a time)."""
-        ws, stream = self.setup.ws, self.setup.stream
-        async with self._send_lock:
-            for command in commands:
-                for wire in stream.send(command):
-                    if ws.closed:
-                        return
-                    if isinstance(wire, str):
-                        await ws.send_str(wire)
-                    else:
-                        await ws.send_bytes(wire)
+    def to_carrier(self, commands: list[Command]) -> None:
+        """Send commands to the carrier now, in order (each message one whole frame)."""
+        stream, socket = self.setup.stream, self.setup.socket
+        for command in commands:
+            for wire in stream.send(command):
+                if not socket.send(wire) and not socket.writable:
+                    return
 
-    async def to_agent(self, messages: list[proto.GatewayMessage]) -> None:
+    def to_agent(self, messages: list[proto.GatewayMessage]) -> None:
         """Send control messages to the agent, if it is connected."""
         if self.agent_ready and self.link is not None:
             for message in messages:
-                await self.link.send(message)
+                self.link.send(message)
 
-    async def _send(self, out: Outputs) -> None:
+    def _send(self, out: Outputs) -> None:
         if out.carrier:
-            await self.to_carrier(out.carrier)
+            self.to_carrier(out.carrier)
         if out.agent:
-            await self.to_agent(out.agent)
+            self.to_agent(out.agent)
 
     # -- carrier reader ------------------------------------------------------------------
 
@@ -255,35 +272,35 @@ class CallRunner:
             async for msg in ws:
                 if msg.type is WSMsgType.ERROR:
                     # aiohttp failed the connection itself (e.g. 1009, over max_msg_size).
-                    await self._apply(self._carrier_failed(_close_code(ws.close_code)))
+                    self._apply(self._carrier_failed(_close_code(ws.close_code)))
                     return
                 if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     break
-                if not rate.allow(self.loop.time()):
-                    log.warning("call %s: carrier message rate over the limit", self.call_id)
-                    await self._apply(self._carrier_failed(CloseCode.POLICY_VIOLATION))
-                    return
                 received_at = self.loop.time()
+                if not rate.allow(received_at):
+                    log.warning("call %s: carrier message rate over the limit", self.call_id)
+                    self._apply(self._carrier_failed(CloseCode.POLICY_VIOLATION))
+                    return
                 for event in stream.receive(msg.data):
-                    await self._on_carrier_event(event, received_at)
+                    self._on_carrier_event(event, received_at)
         except CarrierProtocolError as exc:
             log.warning("call %s: %s", self.call_id, exc)
-            await self._apply(self._carrier_failed(CloseCode(exc.close_code)))
+            self._apply(self._carrier_failed(CloseCode(exc.close_code)))
             return
         for event in stream.connection_closed():
-            await self._on_carrier_event(event, self.loop.time())
+            self._on_carrier_event(event, self.loop.time())
 
-    async def _on_carrier_event(self, event: object, received_at: float) -> None:
+    def _on_carrier_event(self, event: object, received_at: float) -> None:
         if isinstance(event, AudioReceived):
-            await self._caller_audio(event.payload, received_at)
+            self._caller_audio(event.payload, received_at)
         elif isinstance(event, DtmfReceived):
-            await self.to_agent([proto.Dtmf(digits=event.digit, duration_ms=event.duration_ms)])
+            self.to_agent([proto.Dtmf(digits=event.digit, duration_ms=event.duration_ms)])
         elif isinstance(event, MarkPlayed):
             self.agent_media.pacer.reconcile_carrier_mark(event.name, self.loop.time())
         elif isinstance(event, StreamStopped):
-            await self._apply(CallerHungUp(event.reason))
+            self._apply(CallerHungUp(event.reason))
 
-    async def _caller_audio(self, payload: bytes, received_at: float) -> None:
+    def _caller_audio(self, payload: bytes, received_at: float) -> None:
         flush_due = self.meter.caller_frame()
         # The frame's arrival time is its "now": one clock read per frame, not two.
         pcm, out = self.caller.audio(
@@ -291,16 +308,17 @@ class CallRunner:
         )
         phase = self.session.phase
         if self.link is not None and self.agent_ready and phase in _FORWARDING_PHASES:
-            await self.link.send_audio(pcm)
+            self.link.send_audio(pcm)
             self.meter.to_agent(received_at, self.loop.time())
             self.frames_to_agent += 1
             if not self.session.billing_started:
-                await self._apply(AudioExchanged())
+                self._apply(AudioExchanged())
         elif phase is Phase.CONNECTING:
             if len(self._pending) == self._pending.maxlen:
                 self.pending_dropped += 1  # the deque drops its oldest: count it
             self._pending.append(pcm)
-        await self._send(out)
+        if out.carrier or out.agent:
+            self._send(out)
         if flush_due:
             self.meter.flush(self.drops())
 
@@ -315,14 +333,15 @@ class CallRunner:
         except AgentError as exc:
             log.warning("call %s: agent unreachable (%s)", self.call_id, exc.reason)
             metrics.agent_error(exc.reason)
-            await self._apply(AgentFailed(exc.reason))
+            self._apply(AgentFailed(exc.reason))
             return
         metrics.agent_connected(self.loop.time() - connecting)
         self.agent_ready = True
-        await self._apply(AgentConnected())
+        self._apply(AgentConnected())
         while self._pending:
-            await link.send_audio(self._pending.popleft())
+            link.send_audio(self._pending.popleft())
             self.frames_to_agent += 1
+        link.set_audio_sink(self._agent_audio)
         try:
             async for item in link:
                 await self._agent_item(item)
@@ -330,7 +349,9 @@ class CallRunner:
             log.warning("call %s: agent failed (%s)", self.call_id, exc.reason)
             metrics.agent_error(exc.reason)
             self.agent_ready = False
-            await self._apply(AgentFailed(exc.reason))
+            self._apply(AgentFailed(exc.reason))
+        finally:
+            link.set_audio_sink(None)
 
     def _start_message(self) -> proto.Start:
         record, started = self.setup.record, self.setup.started
@@ -353,87 +374,130 @@ class CallRunner:
         digits = self.setup.started.custom_parameters.get(FROM_PARAMETER, "")
         return f"+{digits}" if digits.isdigit() else digits or "unknown"
 
+    def _agent_audio(self, pcm: bytes) -> None:
+        """Agent audio → the pacer (the link's sink: called from its read callback)."""
+        now = self.loop.time()
+        media = self.agent_media
+        was_empty = media.pacer.queued_frames == 0
+        media.audio(pcm, now)
+        if was_empty and media.pacer.queued_frames:
+            self.meter.agent_audio(now, queue_was_empty=True)
+        self._arm_pacer()
+        if not self.session.billing_started and self.session.phase is Phase.ACTIVE:
+            self._apply(AudioExchanged())
+        if media.queued_ms > HIGH_WATER_MS and not self._reading_paused and self.link:
+            self._reading_paused = True
+            self.link.pause_reading()
+
     async def _agent_item(self, item: bytes | proto.AgentMessage) -> None:
         now = self.loop.time()
         if isinstance(item, bytes):
-            was_empty = self.agent_media.pacer.queued_frames == 0
-            self.agent_media.audio(item, now)
-            if was_empty and self.agent_media.pacer.queued_frames:
-                self.meter.agent_audio(now, queue_was_empty=True)
-            self._writer_wake.set()
-            if not self.session.billing_started and self.session.phase is Phase.ACTIVE:
-                await self._apply(AudioExchanged())
-            if self.agent_media.queued_ms > HIGH_WATER_MS:
-                self._room.clear()
-                await self._room.wait()
+            self._agent_audio(item)
         elif isinstance(item, proto.Clear):
             _, out = self.agent_media.clear(now)
-            await self._send(out)
+            self._send(out)
         elif isinstance(item, proto.Mark):
             self.agent_media.mark(item.name, now)
-            self._writer_wake.set()
+            self._arm_pacer()
         elif isinstance(item, proto.Hangup):
             if self.session.phase is Phase.ACTIVE:
                 self.agent_media.finish(now)
-                await self._apply(AgentHungUp(item.reason))
-                self._writer_wake.set()
+                self._apply(AgentHungUp(item.reason))
+                self._arm_pacer()
         elif isinstance(item, proto.Dtmf):
-            await self._agent_dtmf(item.digits)
+            self._agent_dtmf(item.digits)
         elif isinstance(item, proto.Transcript):
             line = TranscriptLine(item.role, item.text, round(self.engine.wall_clock() * 1000))
             await self.engine.state.ledger.append_transcript(self.call_id, [line])
         else:
             log.info("call %s: agent reported error %s", self.call_id, item.code)
 
-    async def _agent_dtmf(self, digits: str) -> None:
+    def _agent_dtmf(self, digits: str) -> None:
         try:
-            await self.to_carrier([SendDtmf(digits)])
+            self.to_carrier([SendDtmf(digits)])
         except CommandError:
             message = f"{self.setup.adapter.name} media streams cannot send DTMF"
-            await self.to_agent([proto.Error(code="dtmf_unsupported", message=message)])
+            self.to_agent([proto.Error(code="dtmf_unsupported", message=message)])
 
-    # -- paced writer --------------------------------------------------------------------
+    # -- paced writer (a timer callback) -------------------------------------------------
 
-    async def _writer(self) -> None:
+    def _arm_pacer(self) -> None:
+        """Schedule :meth:`_pace` for the pacer's next deadline (earlier wins)."""
+        if self._pace_stopped:
+            return
         media = self.agent_media
-        while True:
-            self._writer_wake.clear()
-            await self._release(media)
-            if not self._room.is_set() and media.queued_ms < LOW_WATER_MS:
-                self._room.set()
+        deadline = media.next_deadline()
+        if self.session.phase is Phase.PLAYING_OUT and media.pacer.queued_frames == 0:
+            # The agent hung up: once the carrier has played what it holds, the call ends.
             now = self.loop.time()
-            timeout = _until(media.next_deadline(), now)
-            if self.session.phase is Phase.PLAYING_OUT and media.pacer.queued_frames == 0:
-                ahead = media.pacer.ahead_ms(now)
-                if ahead == 0:
-                    await self._apply(PlayoutIdle())
-                    return
-                timeout = min(timeout or 1.0, ahead / 1000 + 0.001)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._writer_wake.wait()
+            idle_at = now + media.pacer.ahead_ms(now) / 1000 + _IDLE_MARGIN_S
+            deadline = idle_at if deadline is None else min(deadline, idle_at)
+        if deadline is None:
+            return
+        handle = self._pace_handle
+        if handle is not None:
+            if self._pace_at <= deadline:
+                return
+            handle.cancel()  # (uvloop's timer handles have no when(): the time is kept here)
+        self._pace_at = deadline
+        self._pace_handle = self.loop.call_at(deadline, self._pace)
 
-    async def _release(self, media: AgentMedia) -> None:
+    def _pace(self) -> None:
+        """Release what is due, then re-arm; a failure here ends the call."""
+        self._pace_handle = None
+        try:
+            media = self.agent_media
+            self._release(media)
+            if self._reading_paused and media.queued_ms < LOW_WATER_MS and self.link:
+                self._reading_paused = False
+                self.link.resume_reading()
+            if self._played_out(media):
+                self._pace_stopped = True
+                self._apply(PlayoutIdle())
+                return
+            self._arm_pacer()
+        except Exception as exc:  # a callback's exception would only reach the loop's log
+            self._failure = exc
+            self._pace_stopped = True
+            self._ended.set()
+
+    def _played_out(self, media: AgentMedia) -> bool:
+        """The agent hung up and the caller has heard everything it sent."""
+        return (
+            self.session.phase is Phase.PLAYING_OUT
+            and media.pacer.queued_frames == 0
+            and media.pacer.ahead_ms(self.loop.time()) == 0
+        )
+
+    def _release(self, media: AgentMedia) -> None:
         """Send what is due now and meter it (lateness against the head frame's due time)."""
         now = self.loop.time()
         head_due = media.next_deadline()
         continuous = media.pacer.ahead_ms(now) > 0
         out = media.due(now)
-        await self._send(out)
+        self._send(out)
         count = sum(1 for command in out.carrier if isinstance(command, PlayAudio))
         if count and self.meter.released(count, head_due, self.loop.time(), continuous):
             self.meter.flush(self.drops())
 
-    # -- timers and posted events --------------------------------------------------------
+    def _stop_pacing(self) -> None:
+        self._pace_stopped = True
+        if self._pace_handle is not None:
+            self._pace_handle.cancel()
+            self._pace_handle = None
+
+    # -- timers, checkpoints and posted events -------------------------------------------
 
     async def _timer(self) -> None:
         while True:
             while self._inbox:
-                await self._apply(self._inbox.popleft())
+                self._apply(self._inbox.popleft())
+            while self._checkpoints:
+                await self._checkpoint(self._checkpoints.popleft())
             now = self.loop.time()
             deadline = self.session.next_deadline()
             if deadline is not None and deadline <= now:
-                await self._apply(Tick())
+                self._apply(Tick())
                 continue
             self._timer_wake.clear()
             with contextlib.suppress(TimeoutError):

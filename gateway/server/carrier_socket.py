@@ -56,9 +56,10 @@ class CarrierSocket:
         transport: the connection's transport (``request.transport``).
     """
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None) -> None:
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> None:
         self._ws = ws
-        self._transport = transport if isinstance(transport, asyncio.WriteTransport) else None
+        # Duck-typed on purpose: uvloop's transports do not subclass asyncio's classes.
+        self._transport = transport
         self.dropped = 0
         """Messages dropped because the carrier stopped reading (its buffer was full)."""
 

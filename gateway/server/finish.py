@@ -113,8 +113,8 @@ async def _close_agent(runner: CallRunner, end: EndCall) -> None:
     if runner.agent_ready:
         pcm, out = runner.caller.flush()
         if pcm:
-            await link.send_audio(pcm)
-        await runner.to_agent(out.agent)
+            link.send_audio(pcm)
+        runner.to_agent(out.agent)
     await link.close(Stop(reason=end.reason.value))
 
 

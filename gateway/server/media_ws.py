@@ -47,6 +47,7 @@ from gateway.log import bind_call
 from gateway.metrics import LeaseOp
 from gateway.server.answer import LEASE_PARAMETER, signing_credential
 from gateway.server.call import CallRunner, CallSetup
+from gateway.server.carrier_socket import CarrierSocket
 from gateway.server.context import ENGINE, Engine
 from gateway.server.limits import MessageRate
 from gateway.session import CallSession, SessionConfig
@@ -255,7 +256,8 @@ async def _claim(
             metrics.lease_operation(LeaseOp.CLAIM, claim.status.value)
         if claim is not None and claim.lease is not None:
             agent = await engine.state.directory.get_agent(record.tenant_id, record.agent_id or "")
-            return CallSetup(ws, adapter, stream, started, record, agent, claim.lease, rate)
+            socket = CarrierSocket(ws, request.transport)
+            return CallSetup(ws, adapter, stream, started, record, agent, claim.lease, rate, socket)
         if claim is not None:
             why = f"lease {claim.status.value}"
     log.warning("media socket for call %s refused: %s", record.id, why)

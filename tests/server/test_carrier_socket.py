@@ -12,6 +12,8 @@ from aiohttp import web
 
 from gateway.server.carrier_socket import MAX_BUFFERED_BYTES, CarrierSocket, encode_frame
 
+pytestmark = pytest.mark.both_loops
+
 Handler = Callable[[CarrierSocket, web.WebSocketResponse], object]
 
 

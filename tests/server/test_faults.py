@@ -63,6 +63,7 @@ async def test_agent_down_at_start_hangs_up_after_grace_unbilled(tmp_path: Path)
     assert active == 0
 
 
+@pytest.mark.both_loops
 async def test_agent_dying_mid_call_bills_only_audio_exchanged(tmp_path: Path) -> None:
     async with (
         agent_server(RecordingAgent(die_after_frames=50)) as agent,
@@ -92,6 +93,7 @@ async def test_agent_dying_mid_call_bills_only_audio_exchanged(tmp_path: Path) -
     assert sent > 50
 
 
+@pytest.mark.both_loops
 @pytest.mark.parametrize("carrier", ["twilio", "vonage"])
 async def test_caller_hangup_mid_sentence_loses_no_audio(tmp_path: Path, carrier: str) -> None:
     frames, _ = to_carrier(load_speech(), carrier)
@@ -125,6 +127,7 @@ async def test_caller_hangup_mid_sentence_loses_no_audio(tmp_path: Path, carrier
     assert record.end_reason == "caller_hangup"
 
 
+@pytest.mark.both_loops
 async def test_agent_hangup_ends_the_call_and_the_carrier_leg(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw, aiohttp.ClientSession() as http:
         await gw.tenant("plivo")

@@ -46,6 +46,10 @@ from tests.webhooks.smtp import smtp_stand_in
 
 SLACK_S = 0.12
 """What a gap may exceed its jittered maximum by: the response, a claim, a poll tick."""
+CUT_SLACK_S = 1.0
+"""What a timed-out attempt's recorded duration may exceed the 3 s timeout by. Loose on
+purpose: the test proves the hanging receiver is cut (it would hang for minutes), not how
+promptly a loaded CI machine runs the timer; the 2.9 s floor proves it is not cut early."""
 
 
 @contextlib.asynccontextmanager
@@ -268,7 +272,7 @@ async def test_real_schedule_and_real_timeout(fresh: Fresh, tmp_path: Path) -> N
     assert dead.status == "dead"
     assert len(hung) == 5
     assert {a.outcome for a in dead.attempts} == {"timeout"}
-    assert all(2.9 <= a.duration_ms / 1000 <= 3.0 + SLACK_S for a in dead.attempts)
+    assert all(2.9 <= a.duration_ms / 1000 <= 3.0 + CUT_SLACK_S for a in dead.attempts)
     check_gaps(hung, 0.1, extra_s=3.0)
     check_signed(hung, "call.completed")
     print(f"real gaps: {', '.join(f'{g:.3f}' for g in gaps)} s")  # noqa: T201
