@@ -318,6 +318,13 @@ class GatewayMetrics:
             registry=r,
             buckets=LOOP_LAG_BUCKETS,
         )
+        self.gc_pause = Histogram(
+            "gateway_gc_pause_seconds",
+            "How long each garbage collection stopped the process, by generation.",
+            ["generation"],
+            registry=r,
+            buckets=LOOP_LAG_BUCKETS,
+        )
         self.draining = Gauge(
             "gateway_draining",
             "1 while this instance drains (no new calls admitted), else 0.",
@@ -456,6 +463,10 @@ class GatewayMetrics:
     def observe_loop_lag(self, seconds: float) -> None:
         """The event loop woke a timer ``seconds`` late."""
         self.event_loop_lag.observe(max(0.0, seconds))
+
+    def observe_gc_pause(self, generation: int, seconds: float) -> None:
+        """A garbage collection of ``generation`` (0-2) stopped the process ``seconds``."""
+        self.gc_pause.labels(str(min(max(generation, 0), 2))).observe(max(0.0, seconds))
 
     def set_draining(self, draining: bool) -> None:
         """Record whether this instance is draining."""

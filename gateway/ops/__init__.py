@@ -23,6 +23,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gateway.ops.drain import Drain, DrainPhase
+from gateway.ops.gcpause import GcPauseObserver, freeze_startup_heap, gc_pause_ctx
 from gateway.ops.health import (
     HEALTHZ_PATH,
     METRICS_PATH,
@@ -51,6 +52,7 @@ __all__ = [
     "READYZ_PATH",
     "Drain",
     "DrainPhase",
+    "GcPauseObserver",
     "LoopLagMonitor",
     "MetricsRegistries",
     "OpsSettings",
@@ -59,6 +61,8 @@ __all__ = [
     "Supervisor",
     "add_ops_routes",
     "check_workers",
+    "freeze_startup_heap",
+    "gc_pause_ctx",
     "healthz_handler",
     "loop_lag_ctx",
     "metrics_handler",

@@ -40,6 +40,7 @@ from gateway.ops import (
     OpsSettings,
     Readiness,
     add_ops_routes,
+    gc_pause_ctx,
     loop_lag_ctx,
     metrics_registries,
 )
@@ -108,6 +109,7 @@ def create_app(
     metrics = app[METRICS] = GatewayMetrics(registries.metrics, tenants=tenants)
     api = build_api_app()
     app.cleanup_ctx.append(loop_lag_ctx(metrics.observe_loop_lag))
+    app.cleanup_ctx.append(gc_pause_ctx(metrics.observe_gc_pause))
     app.cleanup_ctx.append(_engine_ctx(settings, migrate, links, wall_clock, api))
     # Drain on shutdown, before aiohttp cancels the handlers that run the calls.
     app.on_shutdown.append(_on_shutdown)
