@@ -28,13 +28,22 @@ import uuid
 from aiohttp import web
 
 from gateway import carriers
-from gateway.carriers import CarrierAdapter, Headers, HttpRequest, InboundCall, public_url
+from gateway.bridge import protocol as proto
+from gateway.carriers import (
+    CarrierAdapter,
+    Headers,
+    HttpRequest,
+    InboundCall,
+    StreamStarted,
+    public_url,
+)
 from gateway.errors import CarrierProtocolError, NotFoundError, SignatureError, ValidationError
 from gateway.log import bind_call, register_secret
 from gateway.metrics import LeaseOp
 from gateway.reasons import RefusalReason
 from gateway.server.context import ENGINE, Engine
 from gateway.store.models import (
+    CallRecord,
     CallStart,
     CarrierCredentials,
     NumberRoute,
@@ -43,7 +52,14 @@ from gateway.store.models import (
     VonageCredentials,
 )
 
-__all__ = ["CALL_ID_NAMESPACE", "LEASE_PARAMETER", "call_id_for", "inbound", "signing_credential"]
+__all__ = [
+    "CALL_ID_NAMESPACE",
+    "LEASE_PARAMETER",
+    "agent_start",
+    "call_id_for",
+    "inbound",
+    "signing_credential",
+]
 
 log = logging.getLogger("gateway.answer")
 
@@ -229,3 +245,29 @@ def media_url(engine: Engine, provider: str, token: str) -> str:
     scheme, _, rest = base.partition("://")
     ws_scheme = "wss" if scheme == "https" else "ws"
     return public_url(f"{ws_scheme}://{rest}", f"/media/{provider}/{token}")
+
+
+def agent_start(record: CallRecord, started: StreamStarted, agent_id: str) -> proto.Start:
+    """The agent's ``start`` for a call, from its record and the carrier's ``start``.
+
+    The stream parameters this module put in the answer document come back here: the
+    lease token (``lt``) and Vonage's ``call_uuid`` are ours and are not passed on; the
+    caller's digits (``from``) become ``from`` (E.164 with ``+`` when they are digits).
+    Other custom parameters go to the agent, capped at 32 names of 64 characters and
+    values of 1 024.
+    """
+    hidden = (LEASE_PARAMETER, FROM_PARAMETER, "call_uuid")
+    params = {k: v for k, v in started.custom_parameters.items() if k not in hidden}
+    digits = started.custom_parameters.get(FROM_PARAMETER, "")
+    return proto.Start(
+        call_id=record.id,
+        tenant_id=record.tenant_id,
+        agent_id=agent_id,
+        from_=f"+{digits}" if digits.isdigit() else digits or "unknown",
+        to=record.number,
+        carrier=record.carrier,
+        carrier_call_id=record.carrier_call_id,
+        direction=record.direction.value,
+        max_duration_s=record.max_call_duration_s,
+        parameters={k[:64]: v[:1024] for k, v in list(params.items())[:32]},
+    )

@@ -76,7 +76,7 @@ from gateway.carriers import (
 from gateway.errors import AgentError, CarrierProtocolError, CloseCode, CommandError
 from gateway.media import AgentMedia, CallerMedia, Outputs
 from gateway.metrics import DropReason
-from gateway.server.answer import FROM_PARAMETER, LEASE_PARAMETER
+from gateway.server.answer import agent_start
 from gateway.server.carrier_socket import CarrierSocket
 from gateway.server.context import Engine
 from gateway.server.finish import finish_call
@@ -329,7 +329,7 @@ class CallRunner:
         connecting = self.loop.time()
         try:
             link = self.link = await self.engine.links(self.engine, self.setup.agent)
-            await link.open(self._start_message())
+            await link.open(agent_start(self.setup.record, self.setup.started, self.setup.agent.id))
         except AgentError as exc:
             log.warning("call %s: agent unreachable (%s)", self.call_id, exc.reason)
             metrics.agent_error(exc.reason)
@@ -352,27 +352,6 @@ class CallRunner:
             self._apply(AgentFailed(exc.reason))
         finally:
             link.set_audio_sink(None)
-
-    def _start_message(self) -> proto.Start:
-        record, started = self.setup.record, self.setup.started
-        hidden = (LEASE_PARAMETER, FROM_PARAMETER, "call_uuid")
-        params = {k: v for k, v in started.custom_parameters.items() if k not in hidden}
-        return proto.Start(
-            call_id=record.id,
-            tenant_id=record.tenant_id,
-            agent_id=self.setup.agent.id,
-            from_=self._from_number(),
-            to=record.number,
-            carrier=record.carrier,
-            carrier_call_id=record.carrier_call_id,
-            direction=record.direction.value,
-            max_duration_s=record.max_call_duration_s,
-            parameters={k[:64]: v[:1024] for k, v in list(params.items())[:32]},
-        )
-
-    def _from_number(self) -> str:
-        digits = self.setup.started.custom_parameters.get(FROM_PARAMETER, "")
-        return f"+{digits}" if digits.isdigit() else digits or "unknown"
 
     def _agent_audio(self, pcm: bytes) -> None:
         """Agent audio → the pacer (the link's sink: called from its read callback)."""
