@@ -158,23 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _run(args: argparse.Namespace, pinning: Any, console: Console) -> int:
     from loadtest.environment import environment
     from loadtest.render import print_report
-    from loadtest.report import account, check_billing, objectives
-    from loadtest.run import run_load
+    from loadtest.report import objectives, play_and_account
 
     config = opts.run_config(args, pinning)
     options = opts.env_options(args, pinning)
     live, show = opts.progress(args, console)
     async with environment(options) as env:
         affinity = opts.affinity(pinning, env)
-        if live is not None:
-            live.start()
-        try:
-            raw = await run_load(env, config, progress=show)
-        finally:
-            if live is not None:
-                live.stop()
-        billing = await check_billing(env.database_url, raw.results) if env.database_url else []
-        report = account(raw, billing)
+        raw, report = await play_and_account(env, config, live, show)
     report["machine"]["affinity"] = affinity
     checks = objectives(report, opts.limits(args))
     report["objectives"] = opts.objective_rows(checks)

@@ -140,24 +140,14 @@ async def _one_run(
     number: int,
 ) -> dict[str, Any]:
     from loadtest.environment import environment
-    from loadtest.report import account, check_billing, objectives
-    from loadtest.run import run_load
+    from loadtest.report import objectives, play_and_account
 
     options = dataclasses.replace(base, python=variant.python, extra_env=variant.env)
     live, show = opts.progress(args, console)
     try:
         async with environment(options) as env:
             affinity = opts.affinity(pinning, env)
-            if live is not None:
-                live.start()
-            try:
-                raw = await run_load(env, config, progress=show)
-            finally:
-                if live is not None:
-                    live.stop()
-            db = env.database_url
-            billing = await check_billing(db, raw.results) if db else []
-            report = account(raw, billing)
+            raw, report = await play_and_account(env, config, live, show)
             loop_name = gateway_loop(env.gateway.output()) if env.gateway else None
             workdir = str(env.workdir) if args.keep else None
     except RuntimeError as exc:
