@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from loadtest.environment import Environment
-from loadtest.report import account, check_billing
+from loadtest.report import billed_report
 from loadtest.run import RunConfig, run_load
 
 __all__ = ["Limits", "judge", "search"]
@@ -110,8 +110,7 @@ async def search(
     done: list[dict[str, Any]] = []
     for calls in levels:
         raw = await run_load(env, replace(base, calls=calls), progress=progress)
-        billing = await check_billing(env.database_url, raw.results) if env.database_url else []
-        report = account(raw, billing)
+        report = await billed_report(env.database_url, raw)
         level = judge(report, limits)
         done.append(level)
         if on_level is not None:

@@ -158,14 +158,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _run(args: argparse.Namespace, pinning: Any, console: Console) -> int:
     from loadtest.environment import environment
     from loadtest.render import print_report
-    from loadtest.report import objectives, play_and_account
+    from loadtest.report import billed_report, objectives
+    from loadtest.run import run_load
 
     config = opts.run_config(args, pinning)
     options = opts.env_options(args, pinning)
     live, show = opts.progress(args, console)
     async with environment(options) as env:
         affinity = opts.affinity(pinning, env)
-        raw, report = await play_and_account(env, config, live, show)
+        with opts.showing(live):
+            raw = await run_load(env, config, progress=show)
+        report = await billed_report(env.database_url, raw)
     report["machine"]["affinity"] = affinity
     checks = objectives(report, opts.limits(args))
     report["objectives"] = opts.objective_rows(checks)
@@ -222,9 +225,7 @@ async def _capacity(args: argparse.Namespace, pinning: Any, console: Console) ->
 
     async with environment(opts.env_options(args, pinning)) as env:
         affinity = opts.affinity(pinning, env)
-        if live is not None:
-            live.start()
-        try:
+        with opts.showing(live):
             result = await search(
                 env,
                 levels,
@@ -234,9 +235,6 @@ async def _capacity(args: argparse.Namespace, pinning: Any, console: Console) ->
                 on_level=on_level,
                 all_levels=args.all_levels,
             )
-        finally:
-            if live is not None:
-                live.stop()
     from loadtest.report import machine
 
     result["machine"] = machine() | {"affinity": affinity}
@@ -263,13 +261,8 @@ async def _soak(args: argparse.Namespace, pinning: Any, console: Console) -> int
     live, show = opts.progress(args, console)
     async with environment(opts.env_options(args, pinning)) as env:
         affinity = opts.affinity(pinning, env)
-        if live is not None:
-            live.start()
-        try:
+        with opts.showing(live):
             report = await run_soak(env, config, progress=show)
-        finally:
-            if live is not None:
-                live.stop()
     report["machine"]["affinity"] = affinity
     checks = soak_objectives(report, opts.limits(args), args.max_rss_drift)
     report["objectives"] = opts.objective_rows(checks)

@@ -140,14 +140,17 @@ async def _one_run(
     number: int,
 ) -> dict[str, Any]:
     from loadtest.environment import environment
-    from loadtest.report import objectives, play_and_account
+    from loadtest.report import billed_report, objectives
+    from loadtest.run import run_load
 
     options = dataclasses.replace(base, python=variant.python, extra_env=variant.env)
     live, show = opts.progress(args, console)
     try:
         async with environment(options) as env:
             affinity = opts.affinity(pinning, env)
-            raw, report = await play_and_account(env, config, live, show)
+            with opts.showing(live):
+                raw = await run_load(env, config, progress=show)
+            report = await billed_report(env.database_url, raw)
             loop_name = gateway_loop(env.gateway.output()) if env.gateway else None
             workdir = str(env.workdir) if args.keep else None
     except RuntimeError as exc:

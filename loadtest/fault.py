@@ -38,7 +38,7 @@ from gateway.errors import CloseCode
 from loadtest.audio import carrier_audio, load_fixture
 from loadtest.environment import Environment, EnvOptions, environment
 from loadtest.player import CallPlan, CallResult, answer, new_call_id
-from loadtest.report import account, check_billing
+from loadtest.report import billed_report
 from loadtest.run import RunConfig, parse_mix, run_load
 from loadtest.safety import check_target
 
@@ -81,8 +81,7 @@ async def run_fault(args: argparse.Namespace, options: EnvOptions, console: Cons
         outcomes = await _side_sockets(env, list(mix), args.bad)
         side_s = time.monotonic() - began
         raw = await healthy
-        billing = await check_billing(env.database_url, raw.results) if env.database_url else []
-    report = account(raw, billing)
+        report = await billed_report(env.database_url, raw)
     by_kind = _by_kind(outcomes)
     bad_ok = all(row["ok"] for row in by_kind.values())
     frames = report["frames"]

@@ -15,7 +15,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 
@@ -211,6 +211,15 @@ def run_config(args: argparse.Namespace, pinning: Any, calls: int | None = None)
         deadline_s=deadline,
         workers=args.workers,
         worker_cpus=pinning.tester,
+    )
+
+
+def showing(live: Any) -> contextlib.AbstractContextManager[Any]:
+    """The live line from :func:`progress` shown for a ``with`` block (nothing if None)."""
+    return (
+        contextlib.nullcontext()
+        if live is None
+        else cast(contextlib.AbstractContextManager[Any], live)
     )
 
 

@@ -13,7 +13,7 @@ import math
 import os
 import platform
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,10 +22,9 @@ from gateway.server.answer import call_id_for
 from loadtest import loop as tester_loop
 from loadtest.accounting import content_check, match_stream, pacing_jitter
 from loadtest.audio import CARRIER_FORMATS, to_pcm8k
-from loadtest.environment import Environment
 from loadtest.player import CallResult
 from loadtest.procs import ProcSample
-from loadtest.run import RawRun, RunConfig, run_load
+from loadtest.run import RawRun
 from loadtest.schedule import FRAME_S
 from loadtest.stats import summarize
 
@@ -34,10 +33,10 @@ __all__ = [
     "BillingRow",
     "Objective",
     "account",
+    "billed_report",
     "check_billing",
     "machine",
     "objectives",
-    "play_and_account",
     "process_figures",
 ]
 
@@ -412,23 +411,8 @@ def _max_or_none(*values: float | None) -> float | None:
     return max(known) if len(known) == len(values) else None
 
 
-async def play_and_account(
-    env: Environment,
-    config: RunConfig,
-    live: Any,
-    progress: Callable[[str], None] | None,
-) -> tuple[RawRun, dict[str, Any]]:
-    """Play ``config`` against ``env`` (with the live line, if any), then account it.
-
-    Returns the raw run and the report of :func:`account`, with every answered call's
-    CDR checked when the environment has a database to read.
-    """
-    if live is not None:
-        live.start()
-    try:
-        raw = await run_load(env, config, progress=progress)
-    finally:
-        if live is not None:
-            live.stop()
-    billing = await check_billing(env.database_url, raw.results) if env.database_url else []
-    return raw, account(raw, billing)
+async def billed_report(database_url: str | None, raw: RawRun) -> dict[str, Any]:
+    """The report of :func:`account` for ``raw``, every answered call's CDR checked when
+    there is a gateway database to read."""
+    billing = await check_billing(database_url, raw.results) if database_url else []
+    return account(raw, billing)
