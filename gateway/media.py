@@ -109,14 +109,28 @@ class AgentMedia:
 
     def due(self, now: float) -> Outputs:
         """Frames to send now, the marks now behind them, and marks the ear passed."""
-        out = Outputs()
-        out.carrier.extend(PlayAudio(frame) for frame in self.pacer.due(now))
-        out.carrier.extend(Mark(name) for name in self.pacer.sent_marks())
+        frames, marks = self.release(now)
+        out = Outputs(carrier=[PlayAudio(frame) for frame in frames])
+        if marks is not None:
+            out.extend(marks)
+        return out
+
+    def release(self, now: float) -> tuple[list[bytes], Outputs | None]:
+        """:meth:`due` for the paced writer: the frames, then what the marks need, if any.
+
+        The frames go to the carrier first, then the outputs' ``Mark`` commands; the
+        outputs are None when no mark is pending (the common case: nothing to build).
+        """
+        pacer = self.pacer
+        frames = pacer.due(now)
+        if not pacer.marks_pending:
+            return frames, None
+        out = Outputs(carrier=[Mark(name) for name in pacer.sent_marks()])
         out.agent.extend(
             MarkPlayed(name=m.name, heard_ms=m.heard_ms, position_ms=m.position_ms)
-            for m in self.pacer.marks_played(now)
+            for m in pacer.marks_played(now)
         )
-        return out
+        return frames, out
 
     def next_deadline(self) -> float | None:
         """When :meth:`due` next has something (monotonic s; may be past)."""
@@ -162,12 +176,20 @@ class CallerMedia:
 
     def audio(
         self, payload: bytes, agent: AgentMedia, *, barge_in: bool, now: float
-    ) -> tuple[bytes, Outputs]:
-        """Decode one caller payload; returns the agent's PCM and what else to send."""
-        pcm = self._chain.process(payload)
+    ) -> tuple[bytes, Outputs | None]:
+        """Decode one caller payload; returns the agent's PCM and what else to send.
+
+        The outputs are None when the frame changed nothing else (no VAD transition):
+        the per-frame case builds no :class:`Outputs`.
+        """
+        chain = self._chain
+        pcm = chain.process(payload)
         self.frames += 1
+        events = chain.events_received()
+        if not events:
+            return pcm, None
         out = Outputs()
-        for event in self._chain.events_received():
+        for event in events:
             if isinstance(event, VadStarted):
                 out.agent.append(SpeechStarted(at_ms=event.start_ms))
                 if barge_in and agent.unheard(now):

@@ -241,7 +241,8 @@ class Pacer:
     def due(self, now: float) -> list[bytes]:
         """The frames to send to the carrier now, in order (possibly none)."""
         now_us = _to_us(now)
-        if not self._queue:
+        queue = self._queue
+        if not queue:
             self._close_if_drained(now_us)
             return []
         if self._anchor_us is not None and now_us > self._end_us():
@@ -250,13 +251,23 @@ class Pacer:
             self._close_spurt(self._end_us())
         if self._anchor_us is None:
             self._start_spurt(now_us)
+        # The per-frame loop of the paced writer: _due_us and _note_lateness inlined.
+        anchor_us, frame_us, sent = self._anchor_us, self._frame_us, self._spurt_sent
+        assert anchor_us is not None
+        due_us = anchor_us + (sent + 1 - self._lead) * frame_us
         frames: list[bytes] = []
-        while self._queue and self._due_us(self._spurt_sent) <= now_us:
-            self._note_lateness(now_us)
-            frames.append(self._queue.popleft())
-            self._spurt_sent += 1
+        while queue and due_us <= now_us:
+            late_us = now_us - max(anchor_us, due_us)
+            if late_us > self._late_us:
+                self._stats.late_frames += 1
+                self._stats.max_lateness_ms = max(self._stats.max_lateness_ms, late_us / 1000)
+            frames.append(queue.popleft())
+            sent += 1
+            due_us += frame_us
+        self._spurt_sent = sent
         self._stats.frames_sent += len(frames)
-        self._resolve_marks(now_us)
+        if self._unsent_marks:
+            self._resolve_marks(now_us)
         return frames
 
     def next_deadline(self) -> float | None:
@@ -264,15 +275,26 @@ class Pacer:
 
         May be in the past (call them at once); None when nothing is pending.
         """
-        deadlines = []
+        deadline_us: int | None = None
         if self._queue:
-            if self._anchor_us is None:
-                deadlines.append(self._pending_since_us)
+            anchor_us = self._anchor_us
+            if anchor_us is None:
+                deadline_us = self._pending_since_us
             else:
-                deadlines.append(self._due_us(self._spurt_sent))
+                deadline_us = anchor_us + (self._spurt_sent + 1 - self._lead) * self._frame_us
         if self._sent_marks:
-            deadlines.append(self._sent_marks[0].at_us)
-        return min(deadlines) / _US_PER_S if deadlines else None
+            mark_us = self._sent_marks[0].at_us
+            if deadline_us is None or mark_us < deadline_us:
+                deadline_us = mark_us
+        return None if deadline_us is None else deadline_us / _US_PER_S
+
+    @property
+    def marks_pending(self) -> bool:
+        """Whether any mark is waiting to be sent, announced or played.
+
+        False lets the paced writer skip :meth:`sent_marks` and :meth:`marks_played`.
+        """
+        return bool(self._unsent_marks or self._sent_marks or self._announce)
 
     def sent_marks(self) -> list[str]:
         """Marks whose preceding audio has all been sent since the last call.

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 from urllib.parse import parse_qsl, urlsplit
 
-from gateway.carriers.events import Command, Event
+from gateway.carriers.events import Command, Event, PlayAudio
 from gateway.carriers.signing import NonceStore
-from gateway.errors import CarrierProtocolError, CloseCode
+from gateway.errors import CarrierProtocolError, CloseCode, CommandError
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -161,6 +161,20 @@ class MediaStream(ABC):
     @abstractmethod
     def send(self, command: Command) -> list[WireMessage]:
         """Turn a command into the wire messages to send, in order."""
+
+    def audio_message(self, frame: bytes) -> WireMessage:
+        """The one wire message that plays ``frame`` (the paced writer's 20 ms frame).
+
+        The per-frame path: the same message as ``send(PlayAudio(frame))``. Adapters
+        override it to skip building the command and the list for an exact frame.
+
+        Raises:
+            CommandError: as :meth:`send` does, or the audio needs more than one message.
+        """
+        messages = self.send(PlayAudio(frame))
+        if len(messages) != 1:
+            raise CommandError("this audio takes several messages: send(PlayAudio) it")
+        return messages[0]
 
     @abstractmethod
     def connection_closed(self) -> list[Event]:

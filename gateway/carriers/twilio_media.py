@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from binascii import b2a_base64
 from collections.abc import Mapping
 
 import msgspec
@@ -183,6 +184,12 @@ class TwilioStream(JsonMediaStream):
         self.expect(State.STARTED, event)
         if sid is not None and sid != self.stream_sid:
             self.fail(f"{event!r} message for another streamSid")
+
+    def audio_message(self, frame: bytes) -> WireMessage:
+        """See :meth:`MediaStream.audio_message`."""
+        if self.state is State.STARTED and len(frame) == _FRAME:
+            return self._media_prefix + b2a_base64(frame, newline=False).decode("ascii") + '"}}'
+        return super().audio_message(frame)  # raises what send() raises
 
     def send(self, command: Command) -> list[WireMessage]:
         """See :meth:`MediaStream.send`."""

@@ -144,6 +144,12 @@ class VonageStream(JsonMediaStream):
             self.fail("websocket:dtmf digit must be one of 0-9 * # A-D", CloseCode.INVALID_PAYLOAD)
         return DtmfReceived(digit, duration)
 
+    def audio_message(self, frame: bytes) -> WireMessage:
+        """See :meth:`MediaStream.audio_message`: the frame itself, as a binary message."""
+        if self.state is State.STARTED and len(frame) == self._frame:
+            return frame
+        return super().audio_message(frame)  # raises what send() raises
+
     def send(self, command: Command) -> list[WireMessage]:
         """See :meth:`MediaStream.send`; audio goes out one 20 ms frame per message."""
         self.require_started()

@@ -68,7 +68,6 @@ from gateway.carriers import (
     DtmfReceived,
     MarkPlayed,
     MediaStream,
-    PlayAudio,
     SendDtmf,
     StreamStarted,
     StreamStopped,
@@ -317,7 +316,7 @@ class CallRunner:
             if len(self._pending) == self._pending.maxlen:
                 self.pending_dropped += 1  # the deque drops its oldest: count it
             self._pending.append(pcm)
-        if out.carrier or out.agent:
+        if out is not None:
             self._send(out)
         if flush_due:
             self.meter.flush(self.drops())
@@ -451,13 +450,23 @@ class CallRunner:
     def _release(self, media: AgentMedia) -> None:
         """Send what is due now and meter it (lateness against the head frame's due time)."""
         now = self.loop.time()
-        head_due = media.next_deadline()
-        continuous = media.pacer.ahead_ms(now) > 0
-        out = media.due(now)
-        self._send(out)
-        count = sum(1 for command in out.carrier if isinstance(command, PlayAudio))
-        if count and self.meter.released(count, head_due, self.loop.time(), continuous):
+        pacer = media.pacer
+        head_due = pacer.next_deadline()
+        continuous = pacer.ahead_ms(now) > 0
+        frames, marks = media.release(now)
+        if frames:
+            self._play(frames)
+        if marks is not None:
+            self._send(marks)
+        if frames and self.meter.released(len(frames), head_due, self.loop.time(), continuous):
             self.meter.flush(self.drops())
+
+    def _play(self, frames: list[bytes]) -> None:
+        """Write audio frames to the carrier, one message each (the per-frame path)."""
+        stream, socket = self.setup.stream, self.setup.socket
+        for frame in frames:
+            if not socket.send(stream.audio_message(frame)) and not socket.writable:
+                return
 
     def _stop_pacing(self) -> None:
         self._pace_stopped = True

@@ -161,3 +161,29 @@ def test_mark_acks_that_are_not_ours_are_ignored() -> None:
     # Echo for a mark we never sent, and a clear echo with no clear outstanding.
     echo = carrier._echo(["stranger", "rymi-clear-9"])  # type: ignore[attr-defined]
     assert feed(gw, echo) == []
+
+
+@pytest.mark.parametrize("name", CARRIERS)
+def test_audio_message_is_the_play_audio_message(name: str) -> None:
+    """The paced writer's shortcut sends what send(PlayAudio) sends, and the carrier plays it."""
+    adapter = get(name)
+    carrier = adapter.simulate_carrier("c", {})
+    gw = adapter.open_stream()
+    with pytest.raises(CommandError, match="new stream"):
+        gw.audio_message(b"\x00" * 160)
+    (start,) = feed(gw, carrier.open())
+    assert isinstance(start, StreamStarted)
+    size = start.audio_format.bytes_per_frame()
+    frame = bytes(i % 251 for i in range(size))
+    wire = gw.audio_message(frame)
+    assert wire == gw.send(PlayAudio(frame))[0]
+    deliver(carrier, [wire])
+    carrier.advance(20)
+    assert carrier.take_played() == frame
+    for bad in (frame[:-1], b""):
+        with pytest.raises(CommandError, match="20 ms"):
+            gw.audio_message(bad)
+    feed(gw, carrier.stop())
+    gw.connection_closed()
+    with pytest.raises(CommandError, match="stopped stream"):
+        gw.audio_message(frame)
