@@ -207,6 +207,7 @@ class GatewayMetrics:
         self._define_media(registry)
         self._define_agent_and_billing(registry)
         self._define_coordination_and_process(registry)
+        self._define_checkpoints(registry)
         self._define_tenants(registry)
         self.webhooks = WebhookDeliveryMetrics(registry)
         self._zero_series()
@@ -330,6 +331,22 @@ class GatewayMetrics:
             "1 while this instance drains (no new calls admitted), else 0.",
             registry=r,
             multiprocess_mode="livemax",
+        )
+
+    def _define_checkpoints(self, r: CollectorRegistry) -> None:
+        help_flush = "Time to write one batch of live calls' usage checkpoints (one transaction)."
+        self.checkpoint_flush = Histogram(
+            "gateway_checkpoint_flush_seconds", help_flush, registry=r, buckets=LOOP_LAG_BUCKETS
+        )
+        self.checkpoints_written_total = Counter(
+            "gateway_checkpoints_written_total",
+            "Usage checkpoints written to the database (one per call per flush).",
+            registry=r,
+        )
+        self.checkpoint_failures_total = Counter(
+            "gateway_checkpoint_flush_failures_total",
+            "Checkpoint batches that failed to write (their checkpoints are retried).",
+            registry=r,
         )
 
     def _define_tenants(self, r: CollectorRegistry) -> None:
@@ -467,6 +484,15 @@ class GatewayMetrics:
     def observe_gc_pause(self, generation: int, seconds: float) -> None:
         """A garbage collection of ``generation`` (0-2) stopped the process ``seconds``."""
         self.gc_pause.labels(str(min(max(generation, 0), 2))).observe(max(0.0, seconds))
+
+    def checkpoints_flushed(self, count: int, seconds: float) -> None:
+        """A batch of ``count`` checkpoints was written in ``seconds``."""
+        self.checkpoint_flush.observe(max(0.0, seconds))
+        self.checkpoints_written_total.inc(max(0, count))
+
+    def checkpoint_flush_failed(self) -> None:
+        """A batch of checkpoints failed to write (it will be retried)."""
+        self.checkpoint_failures_total.inc()
 
     def set_draining(self, draining: bool) -> None:
         """Record whether this instance is draining."""

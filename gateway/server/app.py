@@ -1,11 +1,11 @@
 """The aiohttp application: routes, and one ``cleanup_ctx`` per resource.
 
 Resources come up in order and go down in reverse (aiohttp ``Application.cleanup_ctx``):
-SQL state (migrated on the embedded default), coordination, the media-token registry,
-the HTTP client (agent WebSockets, carrier REST hang-ups), then the :class:`Engine` and
-the per-instance loops: lease renewals, the command listener (hang up call X), the
-reaper, the webhook dispatcher. At shutdown live calls are ended with reason ``drain``
-(finalized, released) before the resources below them close.
+SQL state (migrated on the embedded default) and the checkpoint batcher, coordination,
+the media-token registry, the HTTP client (agent WebSockets, carrier REST hang-ups), then
+the :class:`Engine` and the per-instance loops: lease renewals, the command listener
+(hang up call X), the reaper, the webhook dispatcher. At shutdown live calls are ended
+with reason ``drain`` (finalized, released) before the resources below them close.
 
 Routes: ``/inbound/{provider}`` (GET, POST), ``/media/{provider}/{token}`` (WebSocket),
 the ops endpoints ``/healthz``, ``/readyz``, ``/metrics`` (:mod:`gateway.ops`), ``/v1``.
@@ -46,6 +46,7 @@ from gateway.ops import (
 )
 from gateway.ops.secrets import register_settings_secrets
 from gateway.server.answer import inbound
+from gateway.server.checkpoints import CheckpointBatcher
 from gateway.server.context import ENGINE, Engine, LinkFactory, media_token_keys
 from gateway.server.media_ws import media
 from gateway.store.coordination import Command, Coordination, RenewStatus, open_coordination
@@ -160,6 +161,10 @@ def _engine_ctx(
         async with contextlib.AsyncExitStack() as stack:
             state = await SqlState.open(settings, migrate=migrate)
             stack.push_async_callback(state.close)
+            # Closed (a last flush) after the drain has finalized the calls, before the
+            # database closes.
+            batcher = CheckpointBatcher(state.ledger, metrics=app[METRICS])
+            checkpoints = await stack.enter_async_context(batcher)
             options = {} if settings.redis_url is None else {"namespace": settings.redis_namespace}
             coordination = open_coordination(settings.redis_url, **options)
             stack.push_async_callback(coordination.close)
@@ -176,6 +181,7 @@ def _engine_ctx(
                 http=http,
                 links=links,
                 wall_clock=wall_clock,
+                checkpoints=checkpoints,
                 metrics=app[METRICS],
             )
             app[ENGINE] = engine

@@ -18,8 +18,9 @@ callback:
   frame synchronously (:class:`~gateway.server.carrier_socket.CarrierSocket`): no
   coroutine, lock or task switch per frame (docs/performance.md, "Load").
 * **timer** (task): the session's deadlines (start, warning, max duration, checkpoints,
-  grace), the checkpoints' database writes, and events posted from outside (commands,
-  lease loss, drain).
+  grace) and events posted from outside (commands, lease loss, drain). Checkpoints go to
+  the engine's :class:`~gateway.server.checkpoints.CheckpointBatcher`: one database
+  write per second for all calls, not one per call.
 
 Every decision goes through the pure :class:`~gateway.session.CallSession`. When it
 returns :class:`~gateway.call_events.EndCall`, the group is cancelled and the ending
@@ -156,7 +157,6 @@ class CallRunner:
         self._timer_wake = asyncio.Event()
         self._ended = asyncio.Event()
         self._inbox: deque[Event] = deque()
-        self._checkpoints: deque[int] = deque()
         self._failure: BaseException | None = None
         self.meter = CallMeter(engine.metrics, setup.adapter.name, setup.record.tenant_id)
         """The call's metrics (batched counts, sampled timings)."""
@@ -218,7 +218,7 @@ class CallRunner:
     def _apply(self, event: Event) -> None:
         """Run one event through the session and act on what it decides (never waits).
 
-        Checkpoints are database writes: they are queued for the timer task.
+        Checkpoints go to the engine's batcher (one database write for many calls).
         """
         if self.session.ended:
             return
@@ -226,20 +226,13 @@ class CallRunner:
             if isinstance(action, WarnAgent):
                 self.to_agent([proto.DurationWarning(seconds_left=action.seconds_left)])
             elif isinstance(action, Checkpoint):
-                self._checkpoints.append(action.audio_ms)
+                at_ms = round(self.engine.wall_clock() * 1000)
+                self.engine.checkpoints.submit(self.call_id, action.audio_ms, at_ms)
             else:
                 log.info("call %s ends: %s", self.call_id, action.reason.value)
                 self._stop_pacing()  # the stream may be stopping: nothing more is released
                 self._ended.set()
         self._timer_wake.set()
-
-    async def _checkpoint(self, audio_ms: int) -> None:
-        try:
-            await self.engine.state.ledger.checkpoint(
-                self.call_id, audio_ms, round(self.engine.wall_clock() * 1000)
-            )
-        except Exception:  # a missed checkpoint costs at most one interval; the call goes on
-            log.exception("call %s: checkpoint failed", self.call_id)
 
     # -- sending -------------------------------------------------------------------------
 
@@ -480,8 +473,6 @@ class CallRunner:
         while True:
             while self._inbox:
                 self._apply(self._inbox.popleft())
-            while self._checkpoints:
-                await self._checkpoint(self._checkpoints.popleft())
             now = self.loop.time()
             deadline = self.session.next_deadline()
             if deadline is not None and deadline <= now:

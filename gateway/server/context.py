@@ -26,6 +26,7 @@ from gateway.calltoken import CallTokens, SigningKey, TokenUseRegistry
 from gateway.carriers import NonceStore
 from gateway.config import Settings, parse_master_keys
 from gateway.metrics import GatewayMetrics
+from gateway.server.checkpoints import CheckpointBatcher
 from gateway.store.coordination import Coordination
 from gateway.store.secrets import DEV_KEY_FILE, load_keyring
 from gateway.store.sql_state import SqlState
@@ -103,6 +104,8 @@ class Engine:
     links: LinkFactory
     wall_clock: Callable[[], float]
     """Unix time in seconds (tokens, signatures, record times)."""
+    checkpoints: CheckpointBatcher
+    """The live calls' usage checkpoints, written in batches (``submit`` never waits)."""
     metrics: GatewayMetrics = field(default_factory=lambda: GatewayMetrics(CollectorRegistry()))
     """The process's metrics (one per process; the app injects the exposed registry)."""
     live: LiveCalls = field(default_factory=LiveCalls)
