@@ -17,6 +17,7 @@ acknowledge the clear itself (``clearedAudio``), which becomes
 from __future__ import annotations
 
 import base64
+from binascii import b2a_base64
 from collections.abc import Mapping
 
 import msgspec
@@ -153,6 +154,7 @@ class PlivoStream(JsonMediaStream):
         self.stream_id = ""
         self.audio_format = MULAW_8K
         self._play_prefix = ""
+        self._frame = MULAW_8K.bytes_per_frame()
 
     def receive(self, message: WireMessage) -> list[Event]:
         """See :meth:`MediaStream.receive`."""
@@ -188,6 +190,7 @@ class PlivoStream(JsonMediaStream):
         self.state = State.STARTED
         self.stream_id = msg.start.streamId
         self.audio_format = fmt
+        self._frame = fmt.bytes_per_frame()
         self._play_prefix = (
             '{"event":"playAudio","media":{"contentType":"'
             f'{_wire_name(fmt)}","sampleRate":{fmt.sample_rate},"payload":"'
@@ -207,11 +210,17 @@ class PlivoStream(JsonMediaStream):
         if stream_id is not None and stream_id != self.stream_id:
             self.fail(f"{event!r} message for another streamId")
 
+    def audio_message(self, frame: bytes) -> WireMessage:
+        """See :meth:`MediaStream.audio_message` (a 20 ms frame is far below the size limit)."""
+        if self.state is State.STARTED and len(frame) == self._frame:
+            return self._play_prefix + b2a_base64(frame, newline=False).decode("ascii") + '"}}'
+        return super().audio_message(frame)  # raises what send() raises
+
     def send(self, command: Command) -> list[WireMessage]:
         """See :meth:`MediaStream.send`."""
         self.require_started()
         if isinstance(command, PlayAudio):
-            check_frames(command.payload, self.audio_format.bytes_per_frame())
+            check_frames(command.payload, self._frame)
             text = self._play_prefix + base64.b64encode(command.payload).decode("ascii") + '"}}'
             if len(text) > _MAX_MESSAGE:
                 raise CommandError(f"playAudio message over Plivo's {_MAX_MESSAGE}-byte limit")
