@@ -46,11 +46,11 @@ class Framer:
         Raises:
             InvalidAudioError: ``chunk`` is not bytes-like.
         """
-        chunk = check_buffer(chunk)
         size = self.frame_bytes
-        if not self._buf and len(chunk) == size:
-            return [bytes(chunk)]  # the common case: the sender already sends whole frames
-        self._buf += chunk
+        # The common case: the sender already sends whole frames (no check needed: bytes).
+        if type(chunk) is bytes and len(chunk) == size and not self._buf:
+            return [chunk]
+        self._buf += check_buffer(chunk)
         whole = len(self._buf) - len(self._buf) % size
         frames = [bytes(self._buf[i : i + size]) for i in range(0, whole, size)]
         del self._buf[:whole]

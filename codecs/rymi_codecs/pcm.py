@@ -19,6 +19,8 @@ Buffer = bytes | bytearray | memoryview
 PCM16 = np.dtype("<i2")
 """numpy dtype of one L16 sample (signed 16-bit, little-endian)."""
 
+_BYTES_LIKE = (bytes, bytearray)  # a tuple: ``bytes | bytearray`` would be rebuilt per call
+
 
 def check_buffer(data: object, what: str = "audio") -> Buffer:
     """Return ``data`` as a flat byte buffer if it is bytes-like, else raise.
@@ -32,7 +34,7 @@ def check_buffer(data: object, what: str = "audio") -> Buffer:
     Raises:
         InvalidAudioError: ``data`` is not bytes, bytearray or a contiguous memoryview.
     """
-    if isinstance(data, bytes | bytearray):
+    if isinstance(data, _BYTES_LIKE):
         return data
     if isinstance(data, memoryview):
         if not data.c_contiguous:

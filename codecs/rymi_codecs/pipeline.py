@@ -6,7 +6,10 @@ The call engine owns one of each per call::
                                      (+ optional VAD on the way, as speech events)
     agent → caller   AgentToCaller:  resample to the carrier rate → encode → exact frames
 
-Both are plain synchronous objects with no clock: bytes in, bytes (or frames) out.
+Both are plain synchronous objects with no clock: bytes in, bytes (or frames) out. The
+gateway calls ``process`` once per 20 ms frame and direction, so the per-frame path is
+kept short: the codec functions are chosen once, and a frame that is exactly one VAD or
+carrier frame (the usual case) skips the framers' buffering.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from rymi_codecs.errors import UnsupportedFormatError
 from rymi_codecs.format import FRAME_MS, AudioFormat, Encoding
 from rymi_codecs.framing import Framer
-from rymi_codecs.g711 import decode, encode
+from rymi_codecs.g711 import decoder, encoder
 from rymi_codecs.pcm import Buffer
 from rymi_codecs.resample import Resampler
 from rymi_codecs.vad import VAD_RATES, VadEvent, VoiceActivityDetector
@@ -41,6 +44,7 @@ class CallerToAgent:
     ) -> None:
         self.carrier = carrier
         self.agent = AudioFormat(Encoding.L16, agent_rate)
+        self._decode = decoder(carrier.encoding)
         self._resampler = Resampler(carrier.sample_rate, agent_rate)
         self._vad = vad
         self._vad_after = False
@@ -64,7 +68,7 @@ class CallerToAgent:
         Raises:
             InvalidAudioError: ``payload`` is not whole samples of the carrier's format.
         """
-        pcm = decode(payload, self.carrier.encoding)
+        pcm = self._decode(payload)
         out = self._resampler.process(pcm)
         self._detect(out if self._vad_after else pcm)
         return out
@@ -86,10 +90,16 @@ class CallerToAgent:
         return events
 
     def _detect(self, pcm: bytes) -> None:
-        if self._vad is None or self._vad_framer is None:
+        vad, framer = self._vad, self._vad_framer
+        if vad is None or framer is None:
             return
-        for frame in self._vad_framer.push(pcm):
-            event = self._vad.process(frame)
+        if len(pcm) == vad.frame_bytes and not framer.pending:
+            event = vad.process(pcm)  # one VAD frame, nothing held back: no framer needed
+            if event is not None:
+                self._events.append(event)
+            return
+        for frame in framer.push(pcm):
+            event = vad.process(frame)
             if event is not None:
                 self._events.append(event)
 
@@ -110,6 +120,7 @@ class AgentToCaller:
         self.agent = AudioFormat(Encoding.L16, agent_rate)
         self.carrier = carrier
         self._resampler = Resampler(agent_rate, carrier.sample_rate)
+        self._encode = encoder(carrier.encoding)
         self._framer = Framer(carrier, frame_ms)
 
     def process(self, pcm: Buffer) -> list[bytes]:
@@ -118,7 +129,7 @@ class AgentToCaller:
         Raises:
             InvalidAudioError: ``pcm`` is not whole PCM16 samples.
         """
-        return self._framer.push(encode(self._resampler.process(pcm), self.carrier.encoding))
+        return self._framer.push(self._encode(self._resampler.process(pcm)))
 
     def flush(self, pad: bool = True) -> list[bytes]:
         """End of the agent's turn or of the call: the remaining audio as frames.
@@ -126,7 +137,7 @@ class AgentToCaller:
         Args:
             pad: pad the last frame with silence to the full frame size.
         """
-        tail = encode(self._resampler.flush(), self.carrier.encoding)
+        tail = self._encode(self._resampler.flush())
         return self._framer.push(tail) + self._framer.flush(pad)
 
     def clear(self) -> None:

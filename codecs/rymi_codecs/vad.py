@@ -92,7 +92,10 @@ class VoiceActivityDetector:
         self.frame_ms = frame_ms
         self.frame_bytes = sample_rate * frame_ms // 1000 * 2
         """Size of the frames :meth:`process` accepts, in bytes."""
-        self._vad = webrtcvad.Vad(aggressiveness)
+        self._samples = self.frame_bytes // 2
+        # Bound once: the per-frame call then skips an attribute lookup and, given the
+        # length, webrtcvad's own len(buf) / 2.
+        self._webrtc_is_speech = webrtcvad.Vad(aggressiveness).is_speech
         self._start_frames = start_frames
         self._end_frames = end_frames
         self.reset()
@@ -119,13 +122,9 @@ class VoiceActivityDetector:
         Raises:
             InvalidAudioError: ``frame`` is not exactly :attr:`frame_bytes` of PCM16.
         """
-        buf = check_pcm16(frame)
-        if len(buf) != self.frame_bytes:
-            raise InvalidAudioError(
-                f"expected a {self.frame_ms} ms PCM16 frame at {self.sample_rate} Hz "
-                f"({self.frame_bytes} bytes), got {len(buf)} bytes"
-            )
-        return bool(self._vad.is_speech(bytes(buf), self.sample_rate))
+        if type(frame) is not bytes or len(frame) != self.frame_bytes:
+            frame = self._checked(frame)
+        return bool(self._webrtc_is_speech(frame, self.sample_rate, self._samples))
 
     def process(self, frame: Buffer) -> VadEvent | None:
         """Feed one frame; return the transition it completes, if any.
@@ -133,9 +132,14 @@ class VoiceActivityDetector:
         Raises:
             InvalidAudioError: ``frame`` is not exactly :attr:`frame_bytes` of PCM16.
         """
-        voiced = self.is_speech(frame)
+        if type(frame) is not bytes or len(frame) != self.frame_bytes:
+            frame = self._checked(frame)
+        voiced = self._webrtc_is_speech(frame, self.sample_rate, self._samples)
         self._frames += 1
-        self._run = self._run + 1 if voiced != self._speaking else 0
+        if voiced == self._speaking:  # most frames: the state holds
+            self._run = 0
+            return None
+        self._run += 1
         if self._speaking and self._run >= self._end_frames:
             self._speaking, self._run = False, 0
             return SpeechEnded(self.time_ms - self._end_frames * self.frame_ms, self.time_ms)
@@ -143,6 +147,16 @@ class VoiceActivityDetector:
             self._speaking, self._run = True, 0
             return SpeechStarted(self.time_ms - self._start_frames * self.frame_ms, self.time_ms)
         return None
+
+    def _checked(self, frame: Buffer) -> bytes:
+        """``frame`` as bytes if it is exactly one frame of PCM16, else raise."""
+        buf = check_pcm16(frame)
+        if len(buf) != self.frame_bytes:
+            raise InvalidAudioError(
+                f"expected a {self.frame_ms} ms PCM16 frame at {self.sample_rate} Hz "
+                f"({self.frame_bytes} bytes), got {len(buf)} bytes"
+            )
+        return bytes(buf)
 
     def finish(self) -> SpeechEnded | None:
         """End the stream: close an open speech segment at the current time, and reset."""

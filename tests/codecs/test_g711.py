@@ -22,6 +22,7 @@ from rymi_codecs import (
     encode_alaw,
     encode_mulaw,
 )
+from rymi_codecs.g711 import decoder, encoder
 
 _ULAW_SEG_END = (0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF)
 _ALAW_SEG_END = (0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF)
@@ -133,6 +134,19 @@ def test_dispatch_by_encoding() -> None:
     assert decode(ALL_CODES, Encoding.ALAW) == decode_alaw(ALL_CODES)
     assert decode(bytearray(pcm), Encoding.L16) == pcm
     assert decode(memoryview(pcm), Encoding.L16) == pcm
+
+
+def test_codec_chosen_once_is_the_one_dispatch_uses() -> None:
+    pcm = _pcm([0, 1000, -1000, 32767])
+    for enc in Encoding:
+        assert encoder(enc)(pcm) == encode(pcm, enc)
+        assert decoder(enc)(ALL_CODES) == decode(ALL_CODES, enc)
+    with pytest.raises(InvalidAudioError, match="even byte count"):
+        encoder(Encoding.L16)(b"\x00")
+    with pytest.raises(UnsupportedFormatError, match="got 'gsm'"):
+        decoder("gsm")  # type: ignore[arg-type]
+    with pytest.raises(UnsupportedFormatError, match="got 'opus'"):
+        encoder("opus")  # type: ignore[arg-type]
 
 
 def test_accepts_bytes_like_inputs() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -66,6 +68,31 @@ def test_caller_to_agent_reports_speech(carrier: AudioFormat, vad_rate: int) -> 
     assert gap >= 900
 
 
+def test_vad_events_do_not_depend_on_how_the_audio_is_cut() -> None:
+    # Whole 20 ms payloads skip the VAD's framer; these chunkings mix them with odd sizes,
+    # so whole payloads also arrive while the framer holds a remainder. No hangover: every
+    # frame's decision shows, so frames taken out of order would too.
+    audio = caller_audio(MULAW_8K)
+
+    def events(sizes: list[int]) -> list[object]:
+        vad = VoiceActivityDetector(8000, start_frames=1, end_frames=1)
+        chain = CallerToAgent(MULAW_8K, 16000, vad)
+        pcm, pos = b"", 0
+        for size in itertools.cycle(sizes):
+            if pos >= len(audio):
+                break
+            pcm += chain.process(audio[pos : pos + size])
+            pos += size
+        pcm += chain.flush()
+        return [pcm, *chain.events_received()]
+
+    expected = events([160])
+    assert len(expected) > 5  # the PCM, then (at least) two phrases' start and end
+    assert events([160, 100, 160, 60, 160, 160, 480]) == expected
+    assert events([100, 160]) == expected
+    assert events([37]) == expected
+
+
 def test_flush_closes_speech_that_is_still_open() -> None:
     audio = caller_audio(MULAW_8K)[: 8000 * 2]  # cut during the first phrase
     chain = CallerToAgent(MULAW_8K, 16000, VoiceActivityDetector(16000))
@@ -95,6 +122,27 @@ def test_agent_to_caller_frames(carrier: AudioFormat, agent_rate: int) -> None:
     joined = b"".join(frames)
     assert joined[: len(expected)] == expected
     assert len(joined) - len(expected) < carrier.bytes_per_frame()
+
+
+def test_agent_to_caller_frames_do_not_depend_on_chunking() -> None:
+    # 640-byte chunks are exactly one carrier frame after resampling: they skip the framer
+    # unless it holds a remainder from an odd chunk before them.
+    rng = np.random.default_rng(2)
+    pcm = rng.integers(-8000, 8000, 16000).astype("<i2").tobytes()
+
+    def frames(sizes: list[int]) -> list[bytes]:
+        chain, out, pos = AgentToCaller(16000, MULAW_8K), [], 0
+        for size in itertools.cycle(sizes):
+            if pos >= len(pcm):
+                break
+            out += chain.process(pcm[pos : pos + size])
+            pos += size
+        return out + chain.flush()
+
+    expected = frames([640])
+    assert {len(f) for f in expected} == {160}
+    assert frames([640, 640, 100, 640, 540, 1280]) == expected
+    assert frames([6]) == expected
 
 
 def test_agent_to_caller_unpadded_flush_and_clear() -> None:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rymi_codecs import SUPPORTED_RATES, InvalidAudioError, Resampler, UnsupportedFormatError
-from rymi_codecs.resample import PASSBAND_FRACTION, design
+from rymi_codecs.resample import PASSBAND_FRACTION, TAP_BITS, design
 
 PAIRS = [(a, b) for a, b in itertools.permutations(SUPPORTED_RATES, 2)]
 _Float = npt.NDArray[np.float64]
@@ -186,6 +186,43 @@ def test_full_scale_input_clips_instead_of_wrapping() -> None:
     assert out.min() == -32768
     # A wrapped sample would flip sign next to a full-scale neighbour.
     assert np.abs(np.diff(out)).max() < 40000
+
+
+def exact_reference(in_rate: int, out_rate: int, x: npt.NDArray[np.int64]) -> _Float:
+    """The filter's outputs before rounding, by integer convolution of the zero-stuffed input.
+
+    Independent of the polyphase code: output ``k`` is the prototype filter at upsampled
+    index ``k * M``; the integer sum is exact, and so is its division by 2**22.
+    """
+    d = design(in_rate, out_rate)
+    stuffed = np.zeros(len(x) * d.up, dtype=np.int64)
+    stuffed[:: d.up] = x
+    return np.convolve(stuffed, d.taps.astype(np.int64))[:: d.down] / 2.0**TAP_BITS
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), PAIRS)
+def test_clipping_matches_an_exact_reference_at_the_safe_peak(in_rate: int, out_rate: int) -> None:
+    # Inputs with the signs of the phase whose taps sum largest in magnitude drive one
+    # output to peak * that sum: the largest output any input of that peak can give. At
+    # design.safe_peak it stays in range (the resampler skips clipping), one step louder
+    # it does not (the resampler must clip), and at full scale it clips hard.
+    d = design(in_rate, out_rate)
+    phases = [d.taps[p :: d.up] for p in range(d.up)]
+    worst = max(phases, key=lambda taps: float(np.abs(taps).sum()))
+    signs = np.where(worst[::-1] < 0, -1, 1).astype(np.int64)
+    for peak, clips in ((d.safe_peak, False), (d.safe_peak + 1, True), (32767, True)):
+        x = np.zeros(in_rate // 10, dtype=np.int64)
+        # Only every M-th upsampled position is an output: one burst per offset mod M
+        # lines the pattern up with an output of the worst phase.
+        spacing = len(x) // (d.down + 2)
+        for i in range(d.down):
+            at = 100 + i * spacing + i
+            x[at : at + len(signs)] = peak * signs
+        exact = exact_reference(in_rate, out_rate, x)
+        assert bool(np.abs(exact).max() > 32767) is clips
+        streamed = chunked(in_rate, out_rate, x.astype("<i2").tobytes(), [in_rate // 50])
+        expected = np.clip(np.rint(exact), -32768, 32767)[: len(streamed) // 2]
+        assert streamed == expected.astype("<i2").tobytes()
 
 
 def test_odd_byte_count_is_rejected() -> None:
