@@ -115,6 +115,11 @@ class Settings:
     """Carrier media messages per second a socket may sustain (2 s window) before it is
     closed with 1008, 10-10000 (``RYMI_MEDIA_MAX_MESSAGES_PER_S``)."""
 
+    media_ping_interval_s: float = 20.0
+    """Seconds between pings on a live carrier media socket, 1-300; a socket that sent
+    no caller audio for a whole interval is closed with 1011 as a dead connection
+    (reliability.md 5.3; ``RYMI_MEDIA_PING_INTERVAL_S``)."""
+
     pacer_lead_frames: int = 3
     """20 ms frames sent to the carrier ahead of the caller's ear, 1-50
     (``RYMI_PACER_LEAD_FRAMES``)."""
@@ -319,6 +324,7 @@ def _engine_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "lease_renew_interval_s": _int(env, "RYMI_LEASE_RENEW_INTERVAL_S", 5, 1, lease_ttl - 1),
         "media_max_message_bytes": _int(env, "RYMI_MEDIA_MAX_MESSAGE_BYTES", 65_536, 1024, 1 << 20),
         "media_max_messages_per_s": _int(env, "RYMI_MEDIA_MAX_MESSAGES_PER_S", 250, 10, 10_000),
+        "media_ping_interval_s": _float(env, "RYMI_MEDIA_PING_INTERVAL_S", 20.0, 1.0, 300.0),
         "pacer_lead_frames": _int(env, "RYMI_PACER_LEAD_FRAMES", 3, 1, 50),
         "agent_transport": _choice(env, "RYMI_AGENT_TRANSPORT", ("picows", "aiohttp")),
         "event_loop": _choice(env, "RYMI_EVENT_LOOP", ("uvloop", "asyncio")),

@@ -73,6 +73,8 @@ def test_empty_variables_mean_default() -> None:
         ("RYMI_PORT", "http", "integer 1-65535, got 'http'"),
         ("RYMI_CHECKPOINT_INTERVAL_S", "61", "integer 1-60"),
         ("RYMI_REAPER_STALE_AFTER_S", "14", "integer 15-86400"),  # >= 3 x 5 s
+        ("RYMI_MEDIA_PING_INTERVAL_S", "0.5", "number 1-300, got 0.5"),
+        ("RYMI_MEDIA_PING_INTERVAL_S", "soon", "number 1-300, got 'soon'"),
         ("RYMI_DATABASE_URL", "mysql://db/rymi", "sqlite\\+aiosqlite.*postgresql\\+asyncpg"),
         ("RYMI_DATABASE_URL", "not a url", "got scheme"),
         ("RYMI_REDIS_URL", "http://cache", "redis://"),

@@ -77,10 +77,10 @@ from gateway.errors import AgentError, CarrierProtocolError, CloseCode, CommandE
 from gateway.media import AgentMedia, CallerMedia, Outputs
 from gateway.metrics import DropReason
 from gateway.server.answer import agent_start
-from gateway.server.carrier_socket import CarrierSocket
+from gateway.server.carrier_socket import CarrierSocket, close_code_of
 from gateway.server.context import Engine
 from gateway.server.finish import finish_call
-from gateway.server.limits import MessageRate
+from gateway.server.limits import Keepalive, MessageRate
 from gateway.server.meter import CallMeter
 from gateway.session import CallSession, Phase
 from gateway.store.coordination import Lease
@@ -154,6 +154,7 @@ class CallRunner:
         """When the armed pacer callback runs (monotonic s)."""
         self._pace_stopped = False
         self._reading_paused = False
+        self.keepalive = Keepalive(engine.settings.media_ping_interval_s, self.loop.time())
         self._timer_wake = asyncio.Event()
         self._ended = asyncio.Event()
         self._inbox: deque[Event] = deque()
@@ -264,7 +265,7 @@ class CallRunner:
             async for msg in ws:
                 if msg.type is WSMsgType.ERROR:
                     # aiohttp failed the connection itself (e.g. 1009, over max_msg_size).
-                    self._apply(self._carrier_failed(_close_code(ws.close_code)))
+                    self._apply(self._carrier_failed(close_code_of(ws.close_code)))
                     return
                 if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     break
@@ -474,24 +475,25 @@ class CallRunner:
             while self._inbox:
                 self._apply(self._inbox.popleft())
             now = self.loop.time()
+            if now >= self.keepalive.next_at:
+                self._keepalive(now)
+                continue
             deadline = self.session.next_deadline()
             if deadline is not None and deadline <= now:
                 self._apply(Tick())
                 continue
+            keepalive_at = self.keepalive.next_at
+            wake = keepalive_at if deadline is None else min(deadline, keepalive_at)
             self._timer_wake.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_until(deadline, now)):
+                async with asyncio.timeout(max(0.0, wake - now)):
                     await self._timer_wake.wait()
 
-
-def _close_code(code: int | None) -> CloseCode:
-    """The close code aiohttp used, as ours (protocol error when it is not one of ours)."""
-    try:
-        return CloseCode(code) if code is not None else CloseCode.PROTOCOL_ERROR
-    except ValueError:
-        return CloseCode.PROTOCOL_ERROR
-
-
-def _until(deadline: float | None, now: float) -> float | None:
-    """Seconds from ``now`` to ``deadline`` (None: no deadline), never negative."""
-    return None if deadline is None else max(0.0, deadline - now)
+    def _keepalive(self, now: float) -> None:
+        """Ping the carrier, or end the call if it sent no audio for an interval (1011)."""
+        if self.keepalive.check(now, self.meter.frames_in):
+            self.setup.socket.ping()
+            return
+        silent = self.keepalive.interval_s
+        log.warning("call %s: no caller audio for %.0f s: connection lost", self.call_id, silent)
+        self._apply(self._carrier_failed(CloseCode.INTERNAL_ERROR))

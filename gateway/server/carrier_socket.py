@@ -8,10 +8,11 @@ timer callback instead, so it writes each frame here in one ``transport.write``:
 * RFC 6455 §5.2 framing: FIN set, no extensions (the socket is opened with
   ``compress=False``, so RSV1 is never negotiated), opcode text (0x1) or binary (0x2),
   7/16/64-bit payload length; a server's frames are never masked (§5.1).
-* aiohttp keeps writing its own control frames (pings every 20 s, pongs, the close)
-  through its writer. asyncio runs one callback at a time and each frame here and there
-  is one ``write`` call, so frames never interleave; nothing is written once aiohttp has
-  started closing (``ws.closed``) or the transport is closing.
+* aiohttp keeps writing its own control frames (pongs, the close) through its writer;
+  the call's keepalive pings go out here (:meth:`CarrierSocket.ping`). asyncio runs one
+  callback at a time and each frame here and there is one ``write`` call, so frames
+  never interleave; nothing is written once aiohttp has started closing (``ws.closed``)
+  or the transport is closing.
 * Back-pressure: a carrier that stops reading would let the transport's buffer grow
   without bound (the pacer only releases real time, 8-32 kB/s). Beyond
   :data:`MAX_BUFFERED_BYTES` (several seconds of audio) frames are dropped and counted
@@ -26,13 +27,16 @@ from typing import Final
 
 from aiohttp import web
 
-__all__ = ["MAX_BUFFERED_BYTES", "CarrierSocket", "encode_frame"]
+from gateway.errors import CloseCode
+
+__all__ = ["MAX_BUFFERED_BYTES", "CarrierSocket", "close_code_of", "encode_frame"]
 
 MAX_BUFFERED_BYTES: Final = 256 * 1024
 """Bytes waiting in the transport above which frames are dropped (the carrier is not reading)."""
 
 _FIN_TEXT = 0x81  # FIN + opcode 0x1
 _FIN_BINARY = 0x82  # FIN + opcode 0x2
+_PING = bytes((0x89, 0))  # FIN + opcode 0x9, no payload
 _SHORT = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
 
@@ -69,6 +73,14 @@ class CarrierSocket:
         transport = self._transport
         return transport is not None and not self._ws.closed and not transport.is_closing()
 
+    def ping(self) -> bool:
+        """Write an empty ping (RFC 6455 §5.5.2); False if the socket is closing."""
+        transport = self._transport
+        if transport is None or self._ws.closed or transport.is_closing():
+            return False
+        transport.write(_PING)
+        return True
+
     def send(self, wire: str | bytes) -> bool:
         """Write one message now; False if the socket is closing or the carrier is stalled."""
         transport = self._transport
@@ -82,3 +94,11 @@ class CarrierSocket:
         else:
             transport.write(encode_frame(wire, text=False))
         return True
+
+
+def close_code_of(code: int | None) -> CloseCode:
+    """The close code aiohttp used, as ours (protocol error when it is not one of ours)."""
+    try:
+        return CloseCode(code) if code is not None else CloseCode.PROTOCOL_ERROR
+    except ValueError:
+        return CloseCode.PROTOCOL_ERROR

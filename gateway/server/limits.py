@@ -38,3 +38,33 @@ class MessageRate:
             self._second, self._count = second, 0
         self._count += 1
         return not (self._count > self.limit and self._over + 1 >= self.window_s)
+
+
+class Keepalive:
+    """When to ping a carrier media socket, and when its silence means it is gone.
+
+    Carriers stream caller audio continuously, silence included (carrier-protocols.md
+    §6), so a whole interval without a caller frame means the connection is half-open
+    (reliability.md 5.3: ping every 20 s, timeout 20 s). The caller pings at each check
+    that passes: it keeps proxies and NATs from idling the socket out and makes the
+    kernel report a peer that is gone. The per-frame path pays nothing: the check
+    compares the call's frame count with the one at the previous check.
+
+    Args:
+        interval_s: seconds between checks.
+        now: monotonic seconds at the start (the first check is one interval later).
+    """
+
+    def __init__(self, interval_s: float, now: float) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be > 0")
+        self.interval_s = interval_s
+        self.next_at = now + interval_s
+        """When :meth:`check` is next due (monotonic seconds)."""
+        self._frames = 0
+
+    def check(self, now: float, frames_in: int) -> bool:
+        """The check at ``now``: True if caller frames arrived since the last one (ping)."""
+        self.next_at = now + self.interval_s
+        alive, self._frames = frames_in != self._frames, frames_in
+        return alive

@@ -109,9 +109,12 @@ async def _close_for_cause(
 
 
 def _socket(engine: Engine) -> web.WebSocketResponse:
-    # reliability.md 5.3: no compression, 64 KiB messages, pings every 20 s.
+    # reliability.md 5.3: no compression, 64 KiB messages. Pings come from the call's own
+    # keepalive (CallRunner, RYMI_MEDIA_PING_INTERVAL_S), not aiohttp's heartbeat, which
+    # re-arms its timer through a loop callback on every message: 50 times a second per
+    # call for a check that carriers' continuous audio already answers.
     return web.WebSocketResponse(
-        max_msg_size=engine.settings.media_max_message_bytes, compress=False, heartbeat=20.0
+        max_msg_size=engine.settings.media_max_message_bytes, compress=False, heartbeat=None
     )
 
 

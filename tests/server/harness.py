@@ -417,15 +417,20 @@ async def connect_media(
     *,
     credential: str = CREDENTIAL,
     media_url: str | None = None,
+    autoping: bool = True,
 ) -> PlayedCall:
-    """Open the media socket the answer points at, signed as the carrier signs it."""
+    """Open the media socket the answer points at, signed as the carrier signs it.
+
+    ``autoping=False`` leaves the gateway's pings to the test (aiohttp answers them
+    otherwise, unseen).
+    """
     adapter = carriers.get(carrier)
     url = media_url or answer.media_url
     assert url is not None
     upgrade = adapter.sign_upgrade_request(
         url, credential, now=time.time(), nonce=secrets.token_hex(8)
     )
-    ws = await http.ws_connect(url, headers=dict(upgrade.headers))
+    ws = await http.ws_connect(url, headers=dict(upgrade.headers), autoping=autoping)
     params = {k: v for k, v in answer.parameters.items() if k != "call_uuid"}
     side = adapter.simulate_carrier(carrier_call_id, params)
     return PlayedCall(carrier, ws, side)
