@@ -329,7 +329,7 @@ def _agent_server(
     mode: str, secret: str, workdir: Path, cpus: frozenset[int] | None = None
 ) -> Spawned:
     argv = [sys.executable, "-m", "loadtest.agent_server", "--port", "0", "--mode", mode]
-    argv += ["--timing", "--secret", secret]
+    argv += ["--timing", f"--secret={secret}"]  # a token_urlsafe secret may start with "-"
     if mode == "pattern":
         from loadtest.audio import FIXTURE
 

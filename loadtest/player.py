@@ -5,39 +5,38 @@
    would send), timed: the *answer latency*. A refusal is recorded by its
    ``X-Rymi-Refusal`` reason (or ``http_<status>``).
 2. The media WebSocket at the URL the answer document names (checked against the
-   target safety rule too), its upgrade signed by ``sign_upgrade_request``.
-3. The carrier's ``open`` messages, then one 20 ms frame of the speech fixture per
+   target safety rule too), its upgrade signed by ``sign_upgrade_request``; the media
+   is :func:`loadtest.media_socket.play_media`'s (picows, no task per frame):
+3. the carrier's ``open`` messages, then one 20 ms frame of the speech fixture per
    :class:`~loadtest.schedule.FrameClock` deadline; after each frame the carrier's
    playback buffer advances by the real time that passed, in 20 ms steps, and the
    carrier's answers (mark echoes) go back, as the carrier does. Every message from
    the gateway goes through the carrier side (``receive``: marks, clears).
 4. After the call's duration: the carrier's stop message(s) and a normal close.
 
-Everything observed is kept per call in :class:`CallResult` (monotonic times) for the
-accounting after the run; the player does no statistics itself.
+Everything observed is kept per call in :class:`CallResult` (monotonic times; per-frame
+values in compact arrays, a run keeps every frame's) for the accounting after the run;
+the player does no statistics itself.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import contextlib
 import json
-import math
 import secrets
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable, Mapping
+from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
+from picows import WSError
 
 from gateway import carriers
-from gateway.carriers import CarrierSide, WireMessage
 from loadtest.audio import CarrierAudio
+from loadtest.media_socket import play_media
 from loadtest.safety import check_target
-from loadtest.schedule import FRAME_S, FrameClock
 from loadtest.tenants import CarrierSetup
 
 __all__ = [
@@ -79,13 +78,15 @@ class CallResult:
     """When the carrier's ``start`` went out."""
     ended_at: float | None = None
     """When the caller hung up (stop sent)."""
-    sent_at: list[float] = field(default_factory=list)
+    sent_at: array[float] = field(default_factory=lambda: array("d"))
     """Send time of each caller frame."""
-    lateness_ms: list[float] = field(default_factory=list)
+    lateness_ms: array[float] = field(default_factory=lambda: array("d"))
     """How late each frame went out after its deadline (the tester's own lag)."""
     frame_samples: int = 0
-    received: list[tuple[float, int]] = field(default_factory=list)
-    """Each gateway audio message: receive time, samples at the carrier's rate."""
+    received_at: array[float] = field(default_factory=lambda: array("d"))
+    """Receive time of each gateway audio message."""
+    received_samples: array[int] = field(default_factory=lambda: array("I"))
+    """Samples of each gateway audio message, at the carrier's rate."""
     heard: bytearray = field(default_factory=bytearray)
     clears: int = 0
     marks: int = 0
@@ -93,6 +94,11 @@ class CallResult:
     close_code: int | None = None
     completed: bool = False
     """Answered, streamed its whole duration and hung up normally."""
+
+    @property
+    def received(self) -> list[tuple[float, int]]:
+        """Each gateway audio message: receive time, samples at the carrier's rate."""
+        return list(zip(self.received_at, self.received_samples, strict=True))
 
     @property
     def answered(self) -> bool:
@@ -174,11 +180,9 @@ async def play_call(
         )
         if hasattr(side, "account_sid"):
             side.account_sid = setup.account_id
-        async with http.ws_connect(
-            url, headers=dict(upgrade.headers), autoping=True, max_msg_size=1 << 20
-        ) as ws:
-            await _stream(ws, side, result, audio, keep_audio, stopping)
-    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        keep = int(_KEEP_AUDIO_S * audio.format.bytes_per_second) if keep_audio else 0
+        await play_media(url, upgrade.headers, side, result, audio, keep=keep, stopping=stopping)
+    except (aiohttp.ClientError, WSError, OSError, TimeoutError, ValueError) as exc:
         result.error = f"{type(exc).__name__}: {str(exc)[:200]}"
     return result
 
@@ -210,102 +214,3 @@ async def answer(
         result.refusal = refusal or f"http_{response.status}"
         return None
     return parse_answer(carrier, body)
-
-
-async def _stream(
-    ws: aiohttp.ClientWebSocketResponse,
-    side: CarrierSide,
-    result: CallResult,
-    audio: CarrierAudio,
-    keep_audio: bool,
-    stopping: Callable[[], bool],
-) -> None:
-    async def send(message: WireMessage) -> None:
-        if isinstance(message, str):
-            await ws.send_str(message)
-        else:
-            await ws.send_bytes(message)
-
-    for message in side.open():
-        await send(message)
-    loop = asyncio.get_running_loop()
-    result.opened_at = time.monotonic()
-    keep = int(_KEEP_AUDIO_S * audio.format.bytes_per_second) if keep_audio else 0
-    reader = asyncio.create_task(_read(ws, side, result, send, keep))
-    frames = math.ceil(result.plan.duration_s / FRAME_S)
-    clock = FrameClock(loop.time())
-    played_ms = 0
-    try:
-        for k in range(frames):
-            delay = clock.deadline(k) - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if ws.closed or reader.done() or stopping():
-                break
-            now = loop.time()
-            await send(side.audio(audio.frame(k)))
-            result.sent_at.append(time.monotonic())
-            result.lateness_ms.append(clock.lateness(k, now) * 1000)
-            # The carrier plays what it buffered in real time: 20 ms steps of the wall.
-            step = int((now - clock.start) * 1000) // 20 * 20 - played_ms
-            if step > 0:
-                played_ms += step
-                for reply in side.advance(step):
-                    await send(reply)
-                side.take_played()
-        else:
-            result.completed = True
-        result.ended_at = time.monotonic()
-        if not ws.closed:
-            for message in side.stop():
-                await send(message)
-            await ws.close()
-    finally:
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(reader, timeout=10)
-        if not reader.done():
-            reader.cancel()
-        result.close_code = ws.close_code
-        if result.completed and reader.done() and reader.exception() is not None:
-            result.error = f"reader: {reader.exception()!r}"[:200]
-
-
-async def _read(
-    ws: aiohttp.ClientWebSocketResponse,
-    side: CarrierSide,
-    result: CallResult,
-    send: Callable[[WireMessage], Awaitable[None]],
-    keep: int,
-) -> None:
-    async for msg in ws:
-        at = time.monotonic()
-        if msg.type is aiohttp.WSMsgType.BINARY:
-            payload: bytes | None = msg.data  # Vonage: raw L16
-            samples = len(msg.data) // 2
-        elif msg.type is aiohttp.WSMsgType.TEXT:
-            payload = _text_audio(msg.data, result)
-            samples = 0 if payload is None else len(payload)
-        else:
-            break
-        if payload is not None:
-            result.received.append((at, samples))
-            if len(result.heard) < keep:
-                result.heard.extend(payload)
-        for reply in side.receive(msg.data):
-            if not ws.closed:
-                await send(reply)
-
-
-def _text_audio(text: str, result: CallResult) -> bytes | None:
-    """The μ-law audio of a Twilio ``media`` / Plivo ``playAudio`` message; counts the rest."""
-    message: Mapping[str, object] = json.loads(text)
-    event = message.get("event")
-    if event in ("media", "playAudio"):
-        media = message.get("media")
-        if isinstance(media, dict):
-            return base64.b64decode(media.get("payload", ""))
-    elif event in ("clear", "clearAudio"):
-        result.clears += 1
-    elif event in ("mark", "checkpoint"):
-        result.marks += 1
-    return None

@@ -44,6 +44,7 @@ SCHEMA = "rymi-loadtest/1"
 _AGENT_RATE = 16000  # the agent protocol's default PCM16 rate (docs/agent-protocol.md)
 _SETTLE_S = 0.1  # after the agent's start: the audio held while it connected is flushed
 _IN_FLIGHT_S = 0.2
+_END_DELAY_FRAMES = 50  # the last second heard gives the playout delay at the hang-up
 _MISORDERED = (
     "duplicated",
     "reordered",
@@ -194,7 +195,7 @@ def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def _chain(parts: Iterable[list[float]]) -> list[float]:
+def _chain(parts: Iterable[Sequence[float]]) -> list[float]:
     return [v for part in parts for v in part]
 
 
@@ -253,8 +254,11 @@ def _account_call(
     if outbound.latencies_ms:
         # Audio waiting in the gateway's playout queue when the caller hangs up is never
         # played, by design: frames are due at the carrier only if sent at least the
-        # call's typical (median) outbound delay before the hang-up, plus the margin.
-        queued_s = summarize(outbound.latencies_ms).p50 or 0.0
+        # outbound delay *at the end of the call* before the hang-up, plus the margin.
+        # The end, not the call's median: with an agent that never pauses (the probe) the
+        # queue grows at every underrun and stays. A stall before the end still counts:
+        # what was sent before it and never heard is lost.
+        queued_s = summarize(outbound.latencies_ms[-_END_DELAY_FRAMES:]).p50 or 0.0
         lost = match_stream(
             agent_sent,
             result.received,

@@ -10,7 +10,7 @@ callers' pacing and nothing holds an hour of frame times.
 * Every ``batch_s`` seconds, the results received are accounted with the run's own
   :func:`~loadtest.report.account` and billing check (each call's CDR against what it
   sent) and added to a :class:`~loadtest.soak.Tally`; the results are then dropped.
-* With an external agent, the agent server's per-call timing is taken (``POST
+* With an external agent, the agent server's per-call timing is taken (``GET
   /stats/take``: it forgets what it returned) and matched by call id; a call whose
   record has not arrived yet (the gateway closes the agent leg just after the caller
   hangs up) waits for the next batch, for up to :data:`_RECORD_GRACE_S`.
@@ -216,7 +216,7 @@ class _Accountant:
         timeout = aiohttp.ClientTimeout(total=30)
         for _ in range(20 if final else 1):
             try:
-                async with self.http.post(url, timeout=timeout) as response:
+                async with self.http.get(url, timeout=timeout) as response:
                     stats = await response.json()
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from array import array
 from typing import Any
 
 import pytest
@@ -21,11 +22,12 @@ def probe_call(
     result = CallResult(CallPlan(index, "twilio", 0.0, frames * 0.02), f"CA{index:032x}")
     result.answer_status, result.answer_ms, result.frame_samples = 200, 5.0 + index, 160
     result.opened_at, result.completed = 100.0, True
-    result.sent_at = [100.0 + 0.02 * k for k in range(frames)]
-    result.lateness_ms = [0.1] * frames
+    result.sent_at.extend(100.0 + 0.02 * k for k in range(frames))
+    result.lateness_ms.extend([0.1] * frames)
     in_at = [t + 0.001 for t in result.sent_at]  # 1 ms to the agent
     out_at = list(in_at)  # the probe answers at once
-    result.received = [(t + 0.001, 160) for t in out_at[: frames - lose_outbound]]
+    result.received_at.extend(t + 0.001 for t in out_at[: frames - lose_outbound])
+    result.received_samples.extend([160] * (frames - lose_outbound))
     result.ended_at = result.sent_at[-1] + 0.01
     timing = {
         "start_at": 100.0 - 0.01,
@@ -76,6 +78,35 @@ def test_lost_outbound_frames_are_counted_before_the_hang_up_only() -> None:
     # 30 never arrived; those sent in the last 200 ms (10 frames) were still in flight.
     assert report["frames"]["lost_outbound"] == 30 - 10
     assert report["frames"]["loss_ratio"] == pytest.approx(20 / 250)
+
+
+def test_audio_queued_for_playout_at_the_hang_up_is_not_lost() -> None:
+    """The probe never pauses: an underrun late in the call adds 0.5 s of delay until the end.
+
+    The call's median delay is still 1 ms; the delay at the end is what decides.
+    """
+    result, record = probe_call(0, 250)
+    out_at = record["timing"]["out_at"]
+    # Before frame 150 heard 1 ms after the agent sent it; from frame 150 on, 501 ms.
+    heard = [t + (0.001 if k < 150 else 0.501) for k, t in enumerate(out_at)]
+    assert result.ended_at is not None
+    _hear(result, [t for t in heard if t <= result.ended_at])
+    unheard = 250 - len(result.received)
+    assert unheard == 25  # the last 0.5 s was still queued when the caller hung up
+    report = account(raw_run([result], [record]))
+    assert report["frames"]["lost_outbound"] == 0
+    # A gateway that stops playing 1.2 s before the hang-up, with no delay built up:
+    # of the 60 frames never heard, all but the 200 ms in flight are lost.
+    in_time = [t + 0.001 for t in out_at]
+    _hear(result, in_time[:-60])
+    report = account(raw_run([result], [record]))
+    assert report["frames"]["lost_outbound"] == 60 - 10
+
+
+def _hear(result: CallResult, times: list[float]) -> None:
+    """The carrier side heard one 20 ms μ-law frame at each of ``times``."""
+    result.received_at = array("d", times)
+    result.received_samples = array("I", [160] * len(times))
 
 
 def test_refusals_by_reason_and_billing_rows() -> None:
