@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -21,12 +20,11 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import ValidationError
-from gateway.metering import Role
 from gateway.metrics import GatewayMetrics
 from gateway.server.checkpoints import CheckpointBatcher
 from gateway.store.directory import Directory
 from gateway.store.ledger import CheckpointItem, Ledger
-from gateway.store.models import CallEnd, CallRecord, CallStart, CallStatus
+from gateway.store.models import CallEnd, CallRecord, CallStatus
 from gateway.store.sql.engine import create_engine, write_tx
 from tests.ops.promtext import scrape, value
 from tests.server.harness import running_gateway
@@ -36,9 +34,8 @@ from tests.store.conftest import (
     engine,
     keyring,
     ledger,
-    new_call_id,
+    open_live_calls,
     postgres_url,
-    random_number,
     sqlite_url,
 )
 
@@ -56,22 +53,7 @@ T0 = 1_700_000_000_000
 
 
 async def _live_calls(directory: Directory, ledger: Ledger, count: int) -> list[str]:
-    tenant = await directory.create_tenant(f"batcher {uuid.uuid4().hex[:6]}")
-    ids = []
-    for _ in range(count):
-        start = CallStart(
-            call_id=new_call_id(),
-            tenant_id=tenant.id,
-            agent_id=str(uuid.uuid4()),
-            number=random_number(),
-            carrier="twilio",
-            role=Role.OPERATOR,
-            max_call_duration_s=600,
-            answered_at_ms=T0,
-        )
-        await ledger.open_call(start)
-        ids.append(start.call_id)
-    return ids
+    return await open_live_calls(directory, ledger, count, answered_at_ms=T0, carrier="twilio")
 
 
 async def _usage(ledger: Ledger, call_id: str) -> tuple[int, int | None]:
@@ -279,25 +261,16 @@ async def test_close_is_bounded_when_the_database_hangs(
 
 async def test_the_gateway_runs_one_batcher_and_flushes_it_at_shutdown(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw:
-        tenant, _ = await gw.tenant("twilio")
         state = gw.engine.state
-        start = CallStart(
-            call_id=new_call_id(),
-            tenant_id=tenant.id,
-            agent_id=str(uuid.uuid4()),
-            number=random_number(),
-            carrier="twilio",
-            role=Role.OPERATOR,
-            max_call_duration_s=600,
-            answered_at_ms=T0,
+        (call_id,) = await open_live_calls(
+            state.directory, state.ledger, 1, answered_at_ms=T0, carrier="twilio"
         )
-        await state.ledger.open_call(start)
         batcher = gw.engine.checkpoints
-        batcher.submit(start.call_id, 3_000, T0 + 3_000)
+        batcher.submit(call_id, 3_000, T0 + 3_000)
     assert batcher.pending == 0
     engine = create_engine(gw.settings.database_url)
     try:
-        record: CallRecord = await Ledger(engine).get_call(start.call_id)
+        record: CallRecord = await Ledger(engine).get_call(call_id)
     finally:
         await engine.dispose()
     assert (record.audio_ms, record.checkpoint_at_ms) == (3_000, T0 + 3_000)

@@ -28,8 +28,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from gateway.metering import Role
 from gateway.store.directory import Directory
 from gateway.store.ledger import Ledger
+from gateway.store.models import CallStart
 from gateway.store.secrets import Keyring
 from gateway.store.sql import schema
 from gateway.store.sql.engine import create_engine
@@ -150,6 +152,28 @@ def random_number() -> str:
 def new_call_id() -> str:
     """A fresh call id."""
     return f"call-{uuid.uuid4()}"
+
+
+async def open_live_calls(
+    directory: Directory, ledger: Ledger, count: int, *, answered_at_ms: int, carrier: str
+) -> list[str]:
+    """``count`` live calls of a new tenant, answered at ``answered_at_ms``; their ids."""
+    tenant = await directory.create_tenant(f"live {uuid.uuid4().hex[:6]}")
+    ids = []
+    for _ in range(count):
+        start = CallStart(
+            call_id=new_call_id(),
+            tenant_id=tenant.id,
+            agent_id=str(uuid.uuid4()),
+            number=random_number(),
+            carrier=carrier,
+            role=Role.OPERATOR,
+            max_call_duration_s=600,
+            answered_at_ms=answered_at_ms,
+        )
+        await ledger.open_call(start)
+        ids.append(start.call_id)
+    return ids
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -6,38 +6,20 @@ goes down, final calls are left alone, a malformed item writes nothing.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import ValidationError
-from gateway.metering import Role
 from gateway.store.directory import Directory
 from gateway.store.ledger import Ledger
-from gateway.store.models import CallEnd, CallRecord, CallStart, CallStatus
-from tests.store.conftest import new_call_id, random_number, row_counts
+from gateway.store.models import CallEnd, CallRecord, CallStatus
+from tests.store.conftest import new_call_id, open_live_calls, row_counts
 
 T0 = 1_700_000_000_000
 
 
 async def _live_calls(directory: Directory, ledger: Ledger, count: int) -> list[str]:
-    tenant = await directory.create_tenant(f"batch {uuid.uuid4().hex[:6]}")
-    ids = []
-    for _ in range(count):
-        start = CallStart(
-            call_id=new_call_id(),
-            tenant_id=tenant.id,
-            agent_id=str(uuid.uuid4()),
-            number=random_number(),
-            carrier="vonage",
-            role=Role.OPERATOR,
-            max_call_duration_s=600,
-            answered_at_ms=T0,
-        )
-        await ledger.open_call(start)
-        ids.append(start.call_id)
-    return ids
+    return await open_live_calls(directory, ledger, count, answered_at_ms=T0, carrier="vonage")
 
 
 def _usage(record: CallRecord) -> tuple[int, int | None]:
