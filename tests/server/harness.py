@@ -408,6 +408,20 @@ class PlayedCall:
         ]
 
 
+async def open_calls(
+    gw: GatewayUnderTest, http: aiohttp.ClientSession, carrier: str, count: int
+) -> tuple[list[str], list[PlayedCall]]:
+    """``count`` calls answered, connected and opened (playing), with their carrier ids."""
+    sids = [new_call_id(carrier) for _ in range(count)]
+    calls = []
+    for sid in sids:
+        answer = await call_answer(gw, http, carrier, sid)
+        call = await connect_media(gw, http, carrier, sid, answer)
+        await call.open()
+        calls.append(call)
+    return sids, calls
+
+
 async def connect_media(
     gw: Reachable,
     http: aiohttp.ClientSession,

@@ -21,6 +21,7 @@ from tests.server.harness import (
     connect_media,
     final_record,
     new_call_id,
+    open_calls,
     running_gateway,
     silence,
 )
@@ -81,13 +82,7 @@ async def test_a_silent_carrier_is_closed_with_1011_next_to_a_healthy_call(
         aiohttp.ClientSession() as http,
     ):
         await gw.tenant("twilio")
-        sids = [new_call_id("twilio"), new_call_id("twilio")]
-        calls = []
-        for sid in sids:
-            answer = await call_answer(gw, http, "twilio", sid)
-            call = await connect_media(gw, http, "twilio", sid, answer)
-            await call.open()
-            calls.append(call)
+        sids, calls = await open_calls(gw, http, "twilio", 2)
         silent, healthy = calls
         streaming = asyncio.create_task(healthy.send_frames(silence("twilio", 1500)))
         await silent.send_frames(silence("twilio", 100))  # then nothing, socket open

@@ -23,6 +23,7 @@ from tests.server.harness import (
     connect_media,
     final_record,
     new_call_id,
+    open_calls,
     running_gateway,
     silence,
 )
@@ -172,13 +173,7 @@ async def test_bad_upgrade_signature_is_refused_before_the_upgrade(tmp_path: Pat
 async def test_oversized_message_closes_only_that_socket(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw, aiohttp.ClientSession() as http:
         await gw.tenant("twilio")
-        sids = [new_call_id("twilio"), new_call_id("twilio")]
-        calls = []
-        for sid in sids:
-            answer = await call_answer(gw, http, "twilio", sid)
-            call = await connect_media(gw, http, "twilio", sid, answer)
-            await call.open()
-            calls.append(call)
+        sids, calls = await open_calls(gw, http, "twilio", 2)
         bad, good = calls
         sender = asyncio.create_task(good.send_frames(silence("twilio", 1500)))
         await bad.ws.send_str("x" * (gw.settings.media_max_message_bytes + 1))
