@@ -23,10 +23,10 @@ no task, future or queue per message. The calls themselves are
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any, Final
 from urllib.parse import unquote
 
+import msgspec
 from picows import (
     WSCloseCode,
     WSFrame,
@@ -109,7 +109,9 @@ class AgentServer:
     ) -> WSListener | WSUpgradeResponseWithListener | None:
         path = request.path.decode("latin-1").partition("?")[0]
         if path in ("/stats", "/stats/take"):
-            body = json.dumps(self.stats(take=path == "/stats/take")).encode()
+            # msgspec, not json: a soak takes ~140 calls x 12 000 numbers at once, which
+            # json.dumps turned into a 0.5 s stall of every call this server carries.
+            body = msgspec.json.encode(self.stats(take=path == "/stats/take"))
             response = WSUpgradeResponse.create_ok_response(
                 body, {"Content-Type": "application/json; charset=utf-8"}
             )

@@ -53,6 +53,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 from aiohttp import WSMsgType, web
 
 from gateway.bridge.builtin import AgentCore
@@ -103,11 +104,11 @@ def make_app(config: AgentServerConfig) -> web.Application:
         return await _agent_call(request, config, factory)
 
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response(stats_json(request.app[_CALLS], len(request.app[_SOCKETS])))
+        return _json(stats_json(request.app[_CALLS], len(request.app[_SOCKETS])))
 
     async def take(request: web.Request) -> web.Response:
         app = request.app
-        return web.json_response(stats_json(app[_CALLS], len(app[_SOCKETS]), take=True))
+        return _json(stats_json(app[_CALLS], len(app[_SOCKETS]), take=True))
 
     async def going_away(app: web.Application) -> None:
         sockets = app[_SOCKETS]
@@ -240,3 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _json(value: Any) -> web.Response:
+    """A JSON response encoded by msgspec (records of many calls: see agent_picows)."""
+    return web.Response(body=msgspec.json.encode(value), content_type="application/json")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from loadtest.environment import Environment
 from loadtest.player import CallPlan, CallResult
@@ -255,7 +256,7 @@ async def agent_records(
     for _ in range(20):  # the gateway's ending sequence closes agent legs just after ours
         try:
             async with http.get(url, timeout=aiohttp.ClientTimeout(total=30)) as response:
-                stats = await response.json()
+                stats = msgspec.json.decode(await response.read())
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return {}
         if stats.get("active", 0) == 0:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from gateway.server.answer import call_id_for
 from loadtest.environment import Environment
@@ -217,7 +218,7 @@ class _Accountant:
         for _ in range(20 if final else 1):
             try:
                 async with self.http.get(url, timeout=timeout) as response:
-                    stats = await response.json()
+                    stats = msgspec.json.decode(await response.read())
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 return
             self.records.update({str(r["call_id"]): r for r in stats.get("calls", [])})
