@@ -120,6 +120,23 @@ def test_refusals_by_reason_and_billing_rows() -> None:
     assert report["billing"]["audio_minus_sent_ms"]["p50"] == -10
 
 
+def test_a_unit_boundary_within_the_clocks_reach_is_not_a_mismatch() -> None:
+    ok, record = probe_call(0, 100)
+    row = BillingRow  # (call, sent ms, expected units, billed units, audio ms, status, end)
+    rows = [
+        # 60 s sent, the hang-up arrived 2 ms after the last frame's slot: 60.002 s → 3.
+        row("boundary", 60_000, 2, 3, 60_002, "completed", "caller_hangup", 600_000),
+        # The same units off by far more than the clocks can be: a real mismatch.
+        row("far", 60_000, 2, 3, 61_000, "completed", "caller_hangup", 600_000),
+        # 45 s sent, no boundary near it: any other unit count is a mismatch.
+        row("middle", 45_000, 2, 1, 44_990, "completed", "caller_hangup", 600_000),
+        row("exact", 45_000, 2, 2, 44_975, "completed", "caller_hangup", 600_000),
+    ]
+    assert [r.at_unit_boundary for r in rows] == [True, False, False, False]
+    billing = account(raw_run([ok], [record]), rows)["billing"]
+    assert (billing["mismatched"], billing["at_unit_boundary"]) == (2, 1)
+
+
 def test_process_figures_over_the_window() -> None:
     samples = [ProcSample(float(t), 0.5 * t, (100 + 2 * t) * 2**20) for t in range(11)]
     figures = process_figures(samples, (2.0, 8.0), calls=10)
