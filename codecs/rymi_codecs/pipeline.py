@@ -9,7 +9,7 @@ The call engine owns one of each per call::
 Both are plain synchronous objects with no clock: bytes in, bytes (or frames) out. The
 gateway calls ``process`` once per 20 ms frame and direction, so the per-frame path is
 kept short: the codec functions are chosen once, and a frame that is exactly one VAD or
-carrier frame (the usual case) skips the framers' buffering.
+carrier frame (the usual case) passes the framers without being buffered.
 """
 
 from __future__ import annotations
@@ -93,11 +93,7 @@ class CallerToAgent:
         vad, framer = self._vad, self._vad_framer
         if vad is None or framer is None:
             return
-        if len(pcm) == vad.frame_bytes and not framer.pending:
-            event = vad.process(pcm)  # one VAD frame, nothing held back: no framer needed
-            if event is not None:
-                self._events.append(event)
-            return
+        # (Framer.push hands an exact frame straight back when it holds nothing.)
         for frame in framer.push(pcm):
             event = vad.process(frame)
             if event is not None:

@@ -132,9 +132,7 @@ class VoiceActivityDetector:
         Raises:
             InvalidAudioError: ``frame`` is not exactly :attr:`frame_bytes` of PCM16.
         """
-        if type(frame) is not bytes or len(frame) != self.frame_bytes:
-            frame = self._checked(frame)
-        voiced = self._webrtc_is_speech(frame, self.sample_rate, self._samples)
+        voiced = self.is_speech(frame)
         self._frames += 1
         if voiced == self._speaking:  # most frames: the state holds
             self._run = 0
