@@ -205,6 +205,10 @@ class PlivoStream(JsonMediaStream):
             )
         ]
 
+    def _play_audio(self, audio: bytes) -> str:
+        """The ``playAudio`` message carrying ``audio`` (whole frames, checked by the caller)."""
+        return self._play_prefix + b2a_base64(audio, newline=False).decode("ascii") + '"}}'
+
     def _check_id(self, stream_id: str | None, event: str) -> None:
         self.expect(State.STARTED, event)
         if stream_id is not None and stream_id != self.stream_id:
@@ -213,7 +217,7 @@ class PlivoStream(JsonMediaStream):
     def audio_message(self, frame: bytes) -> WireMessage:
         """See :meth:`MediaStream.audio_message` (a 20 ms frame is far below the size limit)."""
         if self.state is State.STARTED and len(frame) == self._frame:
-            return self._play_prefix + b2a_base64(frame, newline=False).decode("ascii") + '"}}'
+            return self._play_audio(frame)
         return super().audio_message(frame)  # raises what send() raises
 
     def send(self, command: Command) -> list[WireMessage]:
@@ -221,7 +225,7 @@ class PlivoStream(JsonMediaStream):
         self.require_started()
         if isinstance(command, PlayAudio):
             check_frames(command.payload, self._frame)
-            text = self._play_prefix + base64.b64encode(command.payload).decode("ascii") + '"}}'
+            text = self._play_audio(command.payload)
             if len(text) > _MAX_MESSAGE:
                 raise CommandError(f"playAudio message over Plivo's {_MAX_MESSAGE}-byte limit")
             return [text]

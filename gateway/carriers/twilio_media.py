@@ -188,7 +188,7 @@ class TwilioStream(JsonMediaStream):
     def audio_message(self, frame: bytes) -> WireMessage:
         """See :meth:`MediaStream.audio_message`."""
         if self.state is State.STARTED and len(frame) == _FRAME:
-            return self._media_prefix + b2a_base64(frame, newline=False).decode("ascii") + '"}}'
+            return self._media(frame)
         return super().audio_message(frame)  # raises what send() raises
 
     def send(self, command: Command) -> list[WireMessage]:
@@ -196,7 +196,7 @@ class TwilioStream(JsonMediaStream):
         self.require_started()
         if isinstance(command, PlayAudio):
             check_frames(command.payload, _FRAME)
-            return [self._media_prefix + base64.b64encode(command.payload).decode("ascii") + '"}}']
+            return [self._media(command.payload)]
         if isinstance(command, Mark):
             self.marks.add(command.name)
             return [self._mark(command.name)]
@@ -206,6 +206,10 @@ class TwilioStream(JsonMediaStream):
             clear = json_text({"event": "clear", "streamSid": self.stream_sid})
             return [clear, self._mark(f"{CLEAR_MARK_PREFIX}{self._clears_sent}")]
         raise CommandError("Twilio media streams cannot send DTMF; use the REST API or TwiML")
+
+    def _media(self, audio: bytes) -> str:
+        """The ``media`` message carrying ``audio`` (whole frames, checked by the caller)."""
+        return self._media_prefix + b2a_base64(audio, newline=False).decode("ascii") + '"}}'
 
     def _mark(self, name: str) -> str:
         return json_text({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
