@@ -29,7 +29,7 @@ from gateway.bridge.protocol import (
     SpeechEnded,
     SpeechStarted,
 )
-from gateway.carriers.events import ClearPlayback, Command, Mark, PlayAudio
+from gateway.carriers.events import ClearPlayback, Command, Mark
 from gateway.pacing import ClearResult, Pacer, PacerStats
 from rymi_codecs import AgentToCaller, AudioFormat, CallerToAgent, VoiceActivityDetector
 from rymi_codecs import SpeechStarted as VadStarted
@@ -107,19 +107,12 @@ class AgentMedia:
         )
         return result, out
 
-    def due(self, now: float) -> Outputs:
-        """Frames to send now, the marks now behind them, and marks the ear passed."""
-        frames, marks = self.release(now)
-        out = Outputs(carrier=[PlayAudio(frame) for frame in frames])
-        if marks is not None:
-            out.extend(marks)
-        return out
-
     def release(self, now: float) -> tuple[list[bytes], Outputs | None]:
-        """:meth:`due` for the paced writer: the frames, then what the marks need, if any.
+        """Frames to send now, then the marks now behind them and the marks the ear passed.
 
-        The frames go to the carrier first, then the outputs' ``Mark`` commands; the
-        outputs are None when no mark is pending (the common case: nothing to build).
+        The frames go to the carrier first (each one message: ``audio_message``), then the
+        outputs' ``Mark`` commands; the outputs are None when no mark is pending (the
+        common case: nothing to build).
         """
         pacer = self.pacer
         frames = pacer.due(now)
@@ -133,7 +126,7 @@ class AgentMedia:
         return frames, out
 
     def next_deadline(self) -> float | None:
-        """When :meth:`due` next has something (monotonic s; may be past)."""
+        """When :meth:`release` next has something (monotonic s; may be past)."""
         return self.pacer.next_deadline()
 
     def unheard(self, now: float) -> bool:

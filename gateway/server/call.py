@@ -446,7 +446,8 @@ class CallRunner:
         now = self.loop.time()
         pacer = media.pacer
         head_due = pacer.next_deadline()
-        continuous = pacer.ahead_ms(now) > 0
+        # Before the release moves the pacer on; only on the releases the meter samples.
+        continuous = self.meter.samples_next_release and pacer.ahead_ms(now) > 0
         frames, marks = media.release(now)
         if frames:
             self._play(frames)

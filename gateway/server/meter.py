@@ -110,6 +110,11 @@ class CallMeter:
         if queue_was_empty and self._out_arrival is None:
             self._out_arrival = at
 
+    @property
+    def samples_next_release(self) -> bool:
+        """Whether the next :meth:`released` is observed (and reads its ``continuous``)."""
+        return self._release_sample + 1 >= SAMPLE_EVERY
+
     def released(
         self, count: int, head_due: float | None, sent_at: float, continuous: bool
     ) -> bool:
@@ -119,7 +124,8 @@ class CallMeter:
             count: frames in this release (> 0).
             head_due: the due time of its first frame (None: unknown).
             sent_at: when the last of them was written to the socket.
-            continuous: the carrier still held unheard audio when they left.
+            continuous: the carrier still held unheard audio when they left (read only
+                when :attr:`samples_next_release`).
         """
         self.frames_out += count
         self._unflushed_out += count

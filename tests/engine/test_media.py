@@ -8,7 +8,7 @@ import wave
 from pathlib import Path
 
 from gateway.bridge.protocol import MarkPlayed
-from gateway.carriers.events import Mark, PlayAudio
+from gateway.carriers.events import Mark
 from gateway.media import AgentMedia, CallerMedia
 from rymi_codecs import MULAW_8K, AgentToCaller
 
@@ -55,19 +55,6 @@ def test_release_puts_a_mark_after_its_audio_and_reports_it_when_heard() -> None
     assert heard.carrier == []
     assert heard.agent == [MarkPlayed(name="m1", heard_ms=60, position_ms=60)]
     assert media.release(10.1) == ([], None)  # nothing pending any more
-
-
-def test_due_is_release_as_commands() -> None:
-    a = AgentMedia(_AGENT_RATE, MULAW_8K, lead_frames=2)
-    b = AgentMedia(_AGENT_RATE, MULAW_8K, lead_frames=2)
-    for media in (a, b):
-        media.audio(_tone(3), 5.0)
-        media.mark("end", 5.0)
-    out = a.due(5.0)
-    frames, marks = b.release(5.0)
-    assert marks is not None
-    assert out.carrier == [PlayAudio(frame) for frame in frames] + marks.carrier
-    assert out.agent == marks.agent
 
 
 def test_caller_audio_builds_outputs_only_on_a_vad_transition() -> None:
