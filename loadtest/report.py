@@ -330,11 +330,11 @@ def _content(result: CallResult, fmt: Any) -> dict[str, int]:
 def _billing(rows: Sequence[BillingRow]) -> dict[str, Any]:
     if not rows:
         return {"checked": 0}
-    boundary = sum(1 for r in rows if r.at_unit_boundary)
-    mismatched = [r for r in rows if r.billed_units != r.expected_units and not r.at_unit_boundary]
+    differ = [r for r in rows if r.billed_units != r.expected_units]
+    boundary = sum(1 for r in differ if r.at_unit_boundary)
     return {
         "checked": len(rows),
-        "mismatched": len(mismatched),
+        "mismatched": len(differ) - boundary,
         "at_unit_boundary": boundary,
         "not_final": sum(1 for r in rows if r.status == "live"),
         "audio_minus_sent_ms": summarize(r.audio_ms - r.sent_ms for r in rows).as_dict(),
