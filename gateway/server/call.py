@@ -1,12 +1,13 @@
 """One live call: a task group bridging the carrier's socket and the agent link.
 
-Three tasks per call (:meth:`CallRunner.run`), one ``asyncio.TaskGroup``, and a timer
-callback:
+Two tasks per call (:meth:`CallRunner.run`), one ``asyncio.TaskGroup``, and two
+callbacks:
 
-* **carrier reader** (task): carrier messages → events; caller audio decoded and
-  resampled (:class:`~gateway.media.CallerMedia`) and handed to the agent link (which
-  never waits: its queue is bounded and drops the oldest, counted); VAD barge-in; DTMF;
-  mark echoes reconciled.
+* **carrier messages** (the socket's read callback,
+  :class:`~gateway.server.carrier_ws.CarrierConnection`, no task): carrier messages →
+  events; caller audio decoded and resampled (:class:`~gateway.media.CallerMedia`) and
+  handed to the agent link (which never waits: its queue is bounded and drops the
+  oldest, counted); VAD barge-in; DTMF; mark echoes reconciled.
 * **agent task**: opens the link, then reads the agent's control messages. Agent audio
   arrives through the link's audio sink, synchronously from the socket's read callback
   (:meth:`~gateway.bridge.link.AgentLink.set_audio_sink`), into exact 20 ms frames in
@@ -15,7 +16,7 @@ callback:
 * **paced writer** (a ``loop.call_at`` callback, not a task): releases frames on the
   monotonic clock (``loop.time()``), sends the marks behind them, tells the agent which
   marks were heard, and re-arms itself for the pacer's next deadline. It writes each
-  frame synchronously (:class:`~gateway.server.carrier_socket.CarrierSocket`): no
+  frame synchronously (:meth:`~gateway.server.carrier_ws.CarrierConnection.send`): no
   coroutine, lock or task switch per frame (docs/performance.md, "Load").
 * **timer** (task): the session's deadlines (start, warning, max duration, checkpoints,
   grace) and events posted from outside (commands, lease loss, drain). Checkpoints go to
@@ -41,8 +42,6 @@ import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass
-
-from aiohttp import WSMsgType, web
 
 from gateway.bridge import protocol as proto
 from gateway.bridge.link import AgentLink
@@ -77,10 +76,10 @@ from gateway.errors import AgentError, CarrierProtocolError, CloseCode, CommandE
 from gateway.media import AgentMedia, CallerMedia, Outputs
 from gateway.metrics import DropReason
 from gateway.server.answer import agent_start
-from gateway.server.carrier_socket import CarrierSocket, close_code_of
+from gateway.server.carrier_ws import CarrierConnection
 from gateway.server.context import Engine
 from gateway.server.finish import finish_call
-from gateway.server.limits import Keepalive, MessageRate
+from gateway.server.limits import Keepalive
 from gateway.server.meter import CallMeter
 from gateway.session import CallSession, Phase
 from gateway.store.coordination import Lease
@@ -108,16 +107,14 @@ class _CallOver(Exception):
 class CallSetup:
     """What the media handler established before the call runs."""
 
-    ws: web.WebSocketResponse
+    conn: CarrierConnection
+    """The carrier's socket: messages in from its read callback, frames out at once."""
     adapter: CarrierAdapter
     stream: MediaStream
     started: StreamStarted
     record: CallRecord
     agent: Agent
     lease: Lease
-    rate: MessageRate
-    socket: CarrierSocket
-    """Synchronous frame writer of ``ws`` (the paced writer's path)."""
 
 
 class CallRunner:
@@ -173,9 +170,9 @@ class CallRunner:
         """Run the call to its end and through the ending sequence; returns how it ended."""
         self.engine.live.add(self.call_id, self)
         self.meter.started()
+        self.setup.conn.attach(self)
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._carrier_reader(), name=f"carrier-{self.call_id}")
                 group.create_task(self._agent_task(), name=f"agent-{self.call_id}")
                 group.create_task(self._timer(), name=f"timer-{self.call_id}")
                 await self._ended.wait()
@@ -185,9 +182,10 @@ class CallRunner:
         except* Exception:
             log.exception("call %s: engine error", self.call_id)
         finally:
+            self.setup.conn.detach()
             self._stop_pacing()
             if self._failure is not None:
-                log.error("call %s: paced writer failed", self.call_id, exc_info=self._failure)
+                log.error("call %s: engine callback failed", self.call_id, exc_info=self._failure)
             if self.session.end is None:
                 self._apply(HangupRequested(EndReason.INTERNAL_ERROR))
             await asyncio.shield(self._finish())
@@ -206,7 +204,7 @@ class CallRunner:
         return {
             DropReason.AGENT_SLOW: 0 if self.link is None else self.link.stats().dropped_frames,
             DropReason.CONNECT_BACKLOG: self.pending_dropped,
-            DropReason.OUTBOUND_OVERFLOW: pacer.frames_dropped + self.setup.socket.dropped,
+            DropReason.OUTBOUND_OVERFLOW: pacer.frames_dropped + self.setup.conn.dropped,
             DropReason.CLEARED: pacer.frames_cleared,
         }
 
@@ -239,7 +237,7 @@ class CallRunner:
 
     def to_carrier(self, commands: list[Command]) -> None:
         """Send commands to the carrier now, in order (each message one whole frame)."""
-        stream, socket = self.setup.stream, self.setup.socket
+        stream, socket = self.setup.stream, self.setup.conn
         for command in commands:
             for wire in stream.send(command):
                 if not socket.send(wire) and not socket.writable:
@@ -259,29 +257,29 @@ class CallRunner:
 
     # -- carrier reader ------------------------------------------------------------------
 
-    async def _carrier_reader(self) -> None:
-        ws, stream, rate = self.setup.ws, self.setup.stream, self.setup.rate
+    def on_carrier_message(self, message: str | bytes, received_at: float) -> None:
+        """One carrier message, from the socket's read callback (no task per frame)."""
+        if self._ended.is_set():
+            return  # the call has ended: what the carrier still sends is not for it
         try:
-            async for msg in ws:
-                if msg.type is WSMsgType.ERROR:
-                    # aiohttp failed the connection itself (e.g. 1009, over max_msg_size).
-                    self._apply(self._carrier_failed(close_code_of(ws.close_code)))
-                    return
-                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    break
-                received_at = self.loop.time()
-                if not rate.allow(received_at):
-                    log.warning("call %s: carrier message rate over the limit", self.call_id)
-                    self._apply(self._carrier_failed(CloseCode.POLICY_VIOLATION))
-                    return
-                for event in stream.receive(msg.data):
-                    self._on_carrier_event(event, received_at)
+            for event in self.setup.stream.receive(message):
+                self._on_carrier_event(event, received_at)
         except CarrierProtocolError as exc:
             log.warning("call %s: %s", self.call_id, exc)
             self._apply(self._carrier_failed(CloseCode(exc.close_code)))
-            return
-        for event in stream.connection_closed():
-            self._on_carrier_event(event, self.loop.time())
+        except Exception as exc:  # a callback's exception would only reach the loop's log
+            self._callback_failed(exc)
+
+    def on_carrier_closed(self, failure: CloseCode | None) -> None:
+        """The carrier hung up the socket (``None``), or the socket failed with ``failure``."""
+        try:
+            if failure is not None:
+                self._apply(self._carrier_failed(failure))
+                return
+            for event in self.setup.stream.connection_closed():
+                self._on_carrier_event(event, self.loop.time())
+        except Exception as exc:
+            self._callback_failed(exc)
 
     def _on_carrier_event(self, event: object, received_at: float) -> None:
         if isinstance(event, AudioReceived):
@@ -429,9 +427,14 @@ class CallRunner:
                 return
             self._arm_pacer()
         except Exception as exc:  # a callback's exception would only reach the loop's log
+            self._callback_failed(exc)
+
+    def _callback_failed(self, exc: Exception) -> None:
+        """A callback of the call (paced writer, carrier message) failed: end the call."""
+        if self._failure is None:
             self._failure = exc
-            self._pace_stopped = True
-            self._ended.set()
+        self._pace_stopped = True
+        self._ended.set()
 
     def _played_out(self, media: AgentMedia) -> bool:
         """The agent hung up and the caller has heard everything it sent."""
@@ -458,7 +461,7 @@ class CallRunner:
 
     def _play(self, frames: list[bytes]) -> None:
         """Write audio frames to the carrier, one message each (the per-frame path)."""
-        stream, socket = self.setup.stream, self.setup.socket
+        stream, socket = self.setup.stream, self.setup.conn
         for frame in frames:
             if not socket.send(stream.audio_message(frame)) and not socket.writable:
                 return
@@ -493,7 +496,7 @@ class CallRunner:
     def _keepalive(self, now: float) -> None:
         """Ping the carrier, or end the call if it sent no audio for an interval (1011)."""
         if self.keepalive.check(now, self.meter.frames_in):
-            self.setup.socket.ping()
+            self.setup.conn.ping()
             return
         silent = self.keepalive.interval_s
         log.warning("call %s: no caller audio for %.0f s: connection lost", self.call_id, silent)

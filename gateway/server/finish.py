@@ -49,7 +49,7 @@ async def finish_call(runner: CallRunner) -> None:
     runner.meter.ended(end.reason.value, runner.drops())
     if end.carrier_hangup:
         await _step("carrier hang-up", carrier_hangup(engine, setup.record.carrier, runner))
-    await _step("carrier socket", setup.ws.close(code=end.close_code))
+    await _step("carrier socket", setup.conn.close(end.close_code))
     if not end.finalize:
         return
     ended_ms = round(engine.wall_clock() * 1000)

@@ -22,10 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from gateway import carriers
-from gateway.call_events import MediaStarted, Tick
+from gateway.call_events import EndReason, MediaStarted, Tick
 from gateway.calltoken import CallTokenClaims
 from gateway.carriers import (
     CarrierAdapter,
@@ -47,7 +47,7 @@ from gateway.log import bind_call
 from gateway.metrics import LeaseOp
 from gateway.server.answer import LEASE_PARAMETER, signing_credential
 from gateway.server.call import CallRunner, CallSetup
-from gateway.server.carrier_socket import CarrierSocket
+from gateway.server.carrier_ws import CarrierConnection, accept
 from gateway.server.context import ENGINE, Engine
 from gateway.server.limits import MessageRate
 from gateway.session import CallSession, SessionConfig
@@ -88,33 +88,30 @@ async def media(request: web.Request) -> web.StreamResponse:
 
 async def _reject(
     request: web.Request, engine: Engine, why: str, code: CloseCode = CloseCode.POLICY_VIOLATION
-) -> web.WebSocketResponse:
+) -> web.StreamResponse:
     log.warning("media socket rejected: %s", why)
-    return await _close_for_cause(engine, request, _socket(engine), code, why)
+    conn = await _accept(request, engine)
+    await _close_for_cause(engine, conn, code, why)
+    return conn.response
 
 
 async def _close_for_cause(
-    engine: Engine,
-    request: web.Request,
-    ws: web.WebSocketResponse,
-    code: CloseCode | int,
-    why: str = "",
-) -> web.WebSocketResponse:
+    engine: Engine, conn: CarrierConnection, code: CloseCode | int, why: str = ""
+) -> web.StreamResponse:
     """Close a carrier socket rejected for cause, and count it by close code."""
     engine.metrics.websocket_rejected(int(code))
-    if not ws.prepared:
-        await ws.prepare(request)
-    await ws.close(code=code, message=why[:120].encode())
-    return ws
+    await conn.close(code, why)
+    return conn.response
 
 
-def _socket(engine: Engine) -> web.WebSocketResponse:
-    # reliability.md 5.3: no compression, 64 KiB messages. Pings come from the call's own
-    # keepalive (CallRunner, RYMI_MEDIA_PING_INTERVAL_S), not aiohttp's heartbeat, which
-    # re-arms its timer through a loop callback on every message: 50 times a second per
-    # call for a check that carriers' continuous audio already answers.
-    return web.WebSocketResponse(
-        max_msg_size=engine.settings.media_max_message_bytes, compress=False, heartbeat=None
+async def _accept(request: web.Request, engine: Engine) -> CarrierConnection:
+    # reliability.md 5.3: no compression, 64 KiB messages, a message rate limit. Pings come
+    # from the call's own keepalive (CallRunner, RYMI_MEDIA_PING_INTERVAL_S).
+    settings = engine.settings
+    return await accept(
+        request,
+        max_message_bytes=settings.media_max_message_bytes,
+        rate=MessageRate(settings.media_max_messages_per_s),
     )
 
 
@@ -148,9 +145,8 @@ async def _verify_upgrade(
 
 async def _run(
     request: web.Request, engine: Engine, adapter: CarrierAdapter, claims: CallTokenClaims
-) -> web.WebSocketResponse:
-    ws = _socket(engine)
-    await ws.prepare(request)
+) -> web.StreamResponse:
+    conn = await _accept(request, engine)
     loop = asyncio.get_running_loop()
     try:
         record = await engine.state.ledger.get_call(claims.call_id, claims.tenant_id)
@@ -158,36 +154,40 @@ async def _run(
         record = None
     if record is None or record.status is not CallStatus.LIVE:
         log.warning("media socket for call %s refused: the call is not live", claims.call_id)
-        return await _close_for_cause(engine, request, ws, CloseCode.CALL_ENDED, "call is not live")
+        return await _close_for_cause(engine, conn, CloseCode.CALL_ENDED, "call is not live")
     session = CallSession(_session_config(engine, record), loop.time())
     stream = adapter.open_stream(max_message_bytes=engine.settings.media_max_message_bytes)
-    rate = MessageRate(engine.settings.media_max_messages_per_s)
     deadline = session.next_deadline()
     assert deadline is not None
     try:
-        started = await _await_start(ws, stream, rate, deadline - loop.time())
+        started = await _await_start(conn, stream, deadline - loop.time())
     except CarrierProtocolError as exc:
-        return await _close_for_cause(engine, request, ws, exc.close_code)
+        return await _close_for_cause(engine, conn, exc.close_code)
+    if started is None and conn.failure is not None:
+        log.warning("media socket for call %s failed before its start", record.id)
+        await _close_for_cause(engine, conn, conn.failure)
+        await _finalize_unstarted(engine, record, EndReason.CARRIER_ERROR.value)
+        return conn.response
     if started is None:
         # No start by the deadline (or the socket went first): the session ends the call.
         session.handle(Tick(), max(loop.time(), deadline))
         end = session.end
         assert end is not None
         log.warning("media socket for call %s: no start in time", record.id)
-        await _close_for_cause(engine, request, ws, end.close_code)
+        await _close_for_cause(engine, conn, end.close_code)
         await _finalize_unstarted(engine, record, end.reason.value)
-        return ws
+        return conn.response
     if started.call_id != record.carrier_call_id:
         log.warning("media socket for call %s: start is for another call", record.id)
         why = "start is for another call"
-        return await _close_for_cause(engine, request, ws, CloseCode.POLICY_VIOLATION, why)
-    setup = await _claim(engine, request, ws, adapter, stream, started, record, rate)
+        return await _close_for_cause(engine, conn, CloseCode.POLICY_VIOLATION, why)
+    setup = await _claim(engine, conn, adapter, stream, started, record)
     if setup is None:
-        return ws
+        return conn.response
     session.handle(MediaStarted(), loop.time())
     await engine.state.ledger.media_started(record.id, round(engine.wall_clock() * 1000))
     await CallRunner(engine, setup, session).run()
-    return ws
+    return conn.response
 
 
 def _session_config(engine: Engine, record: CallRecord) -> SessionConfig:
@@ -205,20 +205,13 @@ def _session_config(engine: Engine, record: CallRecord) -> SessionConfig:
 
 
 async def _await_start(
-    ws: web.WebSocketResponse, stream: MediaStream, rate: MessageRate, timeout_s: float
+    conn: CarrierConnection, stream: MediaStream, timeout_s: float
 ) -> StreamStarted | None:
     """The carrier's ``start``, or None when it did not come in time (or the socket went)."""
-    loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(timeout_s):
-            async for msg in ws:
-                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    return None
-                if not rate.allow(loop.time()):
-                    raise CarrierProtocolError(
-                        stream.carrier, "message rate over the limit", CloseCode.POLICY_VIOLATION
-                    )
-                for event in stream.receive(msg.data):
+            while (message := await conn.receive()) is not None:
+                for event in stream.receive(message):
                     if isinstance(event, StreamStarted):
                         return event
     except TimeoutError:
@@ -234,13 +227,11 @@ async def _finalize_unstarted(engine: Engine, record: CallRecord, reason: str) -
 
 async def _claim(
     engine: Engine,
-    request: web.Request,
-    ws: web.WebSocketResponse,
+    conn: CarrierConnection,
     adapter: CarrierAdapter,
     stream: MediaStream,
     started: StreamStarted,
     record: CallRecord,
-    rate: MessageRate,
 ) -> CallSetup | None:
     """Claim the reserved lease; None (socket closed) if refused."""
     raw = started.custom_parameters.get(LEASE_PARAMETER, "")
@@ -259,10 +250,9 @@ async def _claim(
             metrics.lease_operation(LeaseOp.CLAIM, claim.status.value)
         if claim is not None and claim.lease is not None:
             agent = await engine.state.directory.get_agent(record.tenant_id, record.agent_id or "")
-            socket = CarrierSocket(ws, request.transport)
-            return CallSetup(ws, adapter, stream, started, record, agent, claim.lease, rate, socket)
+            return CallSetup(conn, adapter, stream, started, record, agent, claim.lease)
         if claim is not None:
             why = f"lease {claim.status.value}"
     log.warning("media socket for call %s refused: %s", record.id, why)
-    await _close_for_cause(engine, request, ws, code, why)
+    await _close_for_cause(engine, conn, code, why)
     return None
