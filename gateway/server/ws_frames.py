@@ -113,6 +113,10 @@ class FrameParser:
 
     def feed(self, data: bytes) -> list[Message]:
         """Parse ``data``; returns the messages and control frames it completed, in order."""
+        if not self._pending and not self._fragment_opcode and self.error is None:
+            message = self._whole_frame(data)
+            if message is not None:
+                return [message]
         if self.error is not None:
             return []
         out: list[Message] = []
@@ -121,6 +125,33 @@ class FrameParser:
         except CarrierProtocolError as exc:
             self.error, self._pending, self._fragments = exc, b"", []
         return out
+
+    def _whole_frame(self, data: bytes) -> str | bytes | None:
+        """The usual read, in one step: exactly one whole masked FIN text or binary frame.
+
+        None when ``data`` is anything else (or its text is not UTF-8): the general
+        parser then takes it, and reports what is wrong with it.
+        """
+        size = len(data)
+        if size < 6:
+            return None
+        first, length = data[0], data[1] - 0x80  # negative when the mask bit is clear
+        if (first != 0x81 and first != 0x82) or not 0 <= length <= 126:
+            return None
+        head = 6
+        if length == 126:
+            if size < 8:
+                return None
+            length, head = (data[2] << 8) | data[3], 8
+        if head + length != size or length > self.max_message_bytes:
+            return None
+        payload = _unmask(data[head:], data[head - 4 : head])
+        if first == 0x82:
+            return payload
+        try:
+            return payload.decode()
+        except UnicodeDecodeError:
+            return None
 
     def _parse(self, buf: bytes, out: list[Message]) -> None:
         size = len(buf)
