@@ -46,6 +46,11 @@ Design choices, and why (measured figures are in docs/codecs.md and docs/perform
   than one numpy call) finds the window's peak at or below ``safe_peak``, no output can
   leave int16's range and the two clipping calls are skipped. Louder windows are clipped
   as before; the bytes are the same either way.
+* **A compiled kernel when there is one.** ``rymi_codecs._fir`` (``_fir.c``, built at
+  install time) does the same sums in integers and rounds them the same way (half to even,
+  then saturation to int16), so it gives the same bytes for a quarter to a third of the CPU.
+  :data:`ACCELERATED` tells whether resamplers use it by default (built, and
+  ``RYMI_CODECS_PURE=1`` not set: see ``_compiled.py``); ``compiled=`` chooses per instance.
 
 A 20 ms frame at any supported rate is a whole number of blocks, so a 20 ms frame in
 always gives exactly 20 ms out. Other chunk sizes hold back fewer than ``M`` input samples
@@ -58,14 +63,18 @@ import math
 import warnings
 from dataclasses import dataclass
 from functools import cache
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from rymi_codecs._compiled import ACCELERATED, make_filter, use_compiled
 from rymi_codecs.errors import UnsupportedFormatError
 from rymi_codecs.format import SUPPORTED_RATES
-from rymi_codecs.pcm import PCM16, Buffer, pcm16_samples
+from rymi_codecs.pcm import PCM16, Buffer, check_pcm16, pcm16_samples
+
+if TYPE_CHECKING:
+    from rymi_codecs._fir import Filter
 
 with warnings.catch_warnings():
     # PEP 594 deprecates audioop; see g711.py, which also checks the byte order it needs.
@@ -73,6 +82,7 @@ with warnings.catch_warnings():
     import audioop
 
 __all__ = [
+    "ACCELERATED",
     "GROUP_OUTPUTS",
     "PASSBAND_FRACTION",
     "STOPBAND_DB",
@@ -231,6 +241,12 @@ def _grouped(block: _Float, down: int, group: int) -> _Float:
     return grouped
 
 
+@cache
+def _int_taps(in_rate: int, out_rate: int) -> tuple[int, ...]:
+    """The prototype taps as Python ints (they are integer-valued), for the compiled kernel."""
+    return tuple(int(tap) for tap in design(in_rate, out_rate).taps)
+
+
 def _safe_peak(grouped: _Float) -> int:
     """Largest ``peak`` with ``peak * max column sum of |grouped|`` <= 32767, exactly."""
     # The column sums are multiples of 2**-TAP_BITS (exact in float64): as integers, the
@@ -292,15 +308,22 @@ class Resampler:
         in_rate: input sample rate, Hz (one of :data:`SUPPORTED_RATES`).
         out_rate: output sample rate, Hz (one of :data:`SUPPORTED_RATES`); equal rates
             make a pass-through with no delay.
+        compiled: run the compiled kernel (``True``) or the numpy one (``False``); the
+            default, ``None``, is :data:`ACCELERATED`. Both give the same bytes.
 
     Raises:
         UnsupportedFormatError: a rate outside :data:`SUPPORTED_RATES`.
+        ImportError: ``compiled=True`` and the kernel is not built.
     """
 
-    def __init__(self, in_rate: int, out_rate: int) -> None:
+    def __init__(self, in_rate: int, out_rate: int, *, compiled: bool | None = None) -> None:
         self.in_rate = in_rate
         self.out_rate = out_rate
-        self._design = None if in_rate == out_rate else design(in_rate, out_rate)
+        d = self._design = None if in_rate == out_rate else design(in_rate, out_rate)
+        # The compiled kernel keeps the stream's state itself; the numpy members stay empty.
+        self._core: Filter | None = None
+        if use_compiled(compiled) and d is not None:
+            self._core = make_filter(_int_taps(in_rate, out_rate), d.up, d.down)
         self._grouped = np.zeros((0, 0)) if self._design is None else self._design.grouped
         self._safe_peak = 0 if self._design is None else self._design.safe_peak
         self._work: npt.NDArray[np.int16] = np.zeros(0, dtype=PCM16)
@@ -314,12 +337,20 @@ class Resampler:
         self.reset()
 
     @property
+    def compiled(self) -> bool:
+        """Whether this resampler runs the compiled kernel (see the module docstring)."""
+        return self._core is not None
+
+    @property
     def delay_ms(self) -> float:
         """Algorithmic delay, ms: how far the output lags the input (0 for pass-through)."""
         return 0.0 if self._design is None else self._design.delay_ms
 
     def reset(self) -> None:
         """Forget the stream: the next :meth:`process` starts a new one from silence."""
+        if self._core is not None:
+            self._core.reset()
+            return
         window = 1 if self._design is None else self._design.window
         down = 1 if self._design is None else self._design.down
         # Start as if K - 1 zero samples came before the stream (a causal filter at rest).
@@ -334,6 +365,13 @@ class Resampler:
         Raises:
             InvalidAudioError: ``chunk`` is not a whole number of 16-bit samples.
         """
+        core = self._core
+        if core is not None:
+            # bytes of whole samples go straight in; anything else gets the same checks
+            # (and typed errors) as on the numpy path.
+            if type(chunk) is not bytes or len(chunk) & 1:
+                chunk = check_pcm16(chunk)
+            return core.process(chunk)
         fast = self._fast
         # Fast path, a call's steady state: the same chunk size as last time, with the same
         # history before it. A bytes object of the planned (even) length is whole samples,
@@ -356,15 +394,21 @@ class Resampler:
         After ``process`` of a whole stream and ``flush``, the output holds
         ``ceil(n * out/in)`` samples plus the delay, rounded up to whole output samples.
         """
-        d = self._design
-        if d is None or self._in_total == 0:
+        d, core = self._design, self._core
+        in_total = self._in_total if core is None else core.in_total
+        if d is None or in_total == 0:
             self.reset()
             return b""
-        target = -(-self._in_total * d.up // d.down) + math.ceil((len(d.taps) - 1) / 2 / d.down)
+        target = -(-in_total * d.up // d.down) + math.ceil((len(d.taps) - 1) / 2 / d.down)
         blocks = -(-target // d.up)
-        zeros = max(blocks * d.down - self._in_total, 0)
-        tail = self._run(d, np.zeros(zeros, dtype=PCM16))
-        out = tail[: max(target - (self._out_total - len(tail) // 2), 0) * 2]
+        zeros = max(blocks * d.down - in_total, 0)
+        if core is None:
+            tail = self._run(d, np.zeros(zeros, dtype=PCM16))
+            out_total = self._out_total
+        else:
+            tail = core.process(bytes(2 * zeros))
+            out_total = core.out_total
+        out = tail[: max(target - (out_total - len(tail) // 2), 0) * 2]
         self.reset()
         return out
 

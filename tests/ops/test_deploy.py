@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+import tomllib
 from typing import Any
 
 import pytest
@@ -101,6 +102,20 @@ def test_every_deploy_file_parses() -> None:
     for path in DEPLOY.rglob("*.json"):
         json.loads(path.read_text())
     assert dockerfile_instructions(DEPLOY / "Dockerfile")
+
+
+def test_the_image_build_stage_has_what_the_package_build_needs() -> None:
+    # pyproject's build hook compiles the resampler's C kernel: the build stage must copy
+    # the hook and have a compiler, or `pip install .` fails (or silently goes numpy).
+    project = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())
+    hook = project["tool"]["hatch"]["build"]["targets"]["wheel"]["hooks"]["custom"]["path"]
+    instructions = dockerfile_instructions(DEPLOY / "Dockerfile")
+    stages = [i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM"]
+    build_stage = instructions[stages[0] : stages[1]]
+    copied = {arg for k, rest in build_stage if k == "COPY" for arg in rest.split()[:-1]}
+    assert hook in copied
+    assert any(k == "RUN" and "gcc" in rest for k, rest in build_stage)
+    assert any(k == "RUN" and "rymi_codecs._fir" in rest for k, rest in build_stage)
 
 
 def test_kubernetes_objects_are_the_expected_set() -> None:
