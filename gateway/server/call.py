@@ -352,7 +352,11 @@ class CallRunner:
         media.audio(pcm, now)
         if was_empty and media.pacer.queued_frames:
             self.meter.agent_audio(now, queue_was_empty=True)
-        self._arm_pacer()
+        deadline = media.next_deadline()
+        if deadline is not None and deadline <= now and not self._pace_stopped:
+            self._pace_now()  # due already (an agent streaming in real time): no timer
+        else:
+            self._arm_pacer()
         if not self.session.billing_started and self.session.phase is Phase.ACTIVE:
             self._apply(AudioExchanged())
         if media.queued_ms > HIGH_WATER_MS and not self._reading_paused and self.link:
@@ -411,6 +415,13 @@ class CallRunner:
             handle.cancel()  # (uvloop's timer handles have no when(): the time is kept here)
         self._pace_at = deadline
         self._pace_handle = self.loop.call_at(deadline, self._pace)
+
+    def _pace_now(self) -> None:
+        """Run the paced writer at once, in place of its armed timer (if any)."""
+        handle = self._pace_handle
+        if handle is not None:
+            handle.cancel()
+        self._pace()
 
     def _pace(self) -> None:
         """Release what is due, then re-arm; a failure here ends the call."""
