@@ -171,6 +171,8 @@ class CarrierConnection:
         self._state = _State.OPEN
         self._listener: CarrierListener | None = None
         self._context: contextvars.Context | None = None
+        self._detached = False
+        """The call has ended: data messages are discarded, not queued."""
         self._queue: deque[str | bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._done: asyncio.Future[None] = self._loop.create_future()
@@ -213,6 +215,8 @@ class CarrierConnection:
             return
         listener, context = self._listener, self._context
         if listener is None or context is None:
+            if self._detached:
+                return
             self._queue.append(message)
             if len(self._queue) >= _QUEUE_HIGH:
                 self._transport.pause_reading()
@@ -273,6 +277,7 @@ class CarrierConnection:
     def detach(self) -> None:
         """Stop delivering messages (the call has ended); later ones are discarded."""
         self._listener = self._context = None
+        self._detached = True
 
     async def receive(self) -> str | bytes | None:
         """The next message before :meth:`attach`; None once the connection closed or failed."""

@@ -314,6 +314,39 @@ async def test_a_flood_is_closed_with_1008_and_an_oversized_message_with_1009(
     assert len(listeners[0].messages) <= 40  # nothing is delivered after the failure
 
 
+async def test_messages_after_detach_are_discarded_and_the_socket_keeps_reading(
+    serve: Callable[..., Awaitable[Server]],
+) -> None:
+    listener = Listener()
+    detached, all_read = asyncio.Event(), asyncio.Event()
+
+    async def run(conn: CarrierConnection) -> None:
+        conn.attach(listener)
+        await until(lambda: listener.messages == ["live"])
+        conn.detach()
+        detached.set()
+        await all_read.wait()
+        assert len(conn._queue) == 0  # discarded, not queued (nor reading paused)
+        await conn.close(CloseCode.NORMAL)
+
+    server = await serve(run)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(server.url, autoping=False) as client,
+    ):
+        await client.send_str("live")
+        await detached.wait()
+        for _ in range(100):  # more than the queue holds before reading pauses
+            await client.send_str("late")
+        await client.ping(b"after them")  # answered only once everything before is read
+        pong = await client.receive()
+        assert (pong.type, pong.data) == (aiohttp.WSMsgType.PONG, b"after them")
+        all_read.set()
+        msg = await client.receive()
+    assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, CloseCode.NORMAL)
+    assert listener.messages == ["live"]
+
+
 async def test_a_failing_listener_closes_its_socket_with_1011(
     serve: Callable[..., Awaitable[Server]],
 ) -> None:
