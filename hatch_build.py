@@ -1,9 +1,13 @@
-"""Hatch build hook: compile ``rymi_codecs._fir``, the resampler's C inner loop.
+"""Hatch build hook: compile the project's two small C extensions.
 
-The extension is optional: ``rymi_codecs.resample`` falls back to its numpy path, with the
-same bytes, when it is missing. So a failed compilation (no C compiler, no Python headers)
-warns and lets the build go on; ``tests/codecs/test_resample_accel.py`` is what refuses a
-test environment without it.
+* ``rymi_codecs._fir``, the resampler's inner loop;
+* ``gateway.server._mask``, RFC 6455 unmasking for the carrier socket's frame parser.
+
+Both are optional: ``rymi_codecs.resample`` falls back to its numpy path and
+``gateway.server.ws_frames`` to a Python XOR, with the same bytes, when one is missing. So
+a failed compilation (no C compiler, no Python headers) warns and lets the build go on;
+``tests/codecs/test_resample_accel.py`` and ``tests/server/test_ws_frames.py`` are what
+refuse a test environment without them.
 
 * Editable installs (``pip install -e .``, as ``scripts/test`` does) build the module in
   place, next to its source in ``codecs/rymi_codecs/`` (ignored by git), because the
@@ -30,8 +34,11 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = Path("codecs/rymi_codecs/_fir.c")
-PACKAGE = "rymi_codecs"
+EXTENSIONS = (
+    # (C source, the module's folder inside the wheel, what runs without it)
+    (Path("codecs/rymi_codecs/_fir.c"), "rymi_codecs", "the numpy resampler (3-4x the CPU)"),
+    (Path("gateway/server/_mask.c"), "gateway/server", "a Python XOR (~5x the CPU)"),
+)
 CFLAGS = ["-O3", "-fPIC", "-fvisibility=hidden", "-Wall"]
 INSTALL_HINT = "sudo apt-get install gcc python3-dev"
 
@@ -41,33 +48,33 @@ class CompileError(Exception):
 
 
 class CompileFir(BuildHookInterface):
-    """Builds ``rymi_codecs._fir`` for the wheel target (standard and editable)."""
+    """Builds the :data:`EXTENSIONS` for the wheel target (standard and editable)."""
 
     _tmp: str | None = None
     """Folder of a standard build's module, removed once the wheel is written."""
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        name = "_fir" + str(sysconfig.get_config_var("EXT_SUFFIX") or ".so")
         root = Path(self.root)
-        if version == "editable":
-            target = root / SOURCE.parent / name
-        else:
-            self._tmp = tempfile.mkdtemp(prefix="rymi-fir-")
-            target = Path(self._tmp) / name
-        try:
-            command = compile_extension(root / SOURCE, target)
-        except CompileError as exc:
-            self.app.display_warning(
-                f"rymi_codecs._fir was not built: {exc}. The resampler falls back to numpy "
-                f"(same output, 3-4x the CPU per frame). To build it: {INSTALL_HINT}, "
-                "then reinstall."
-            )
-            return
-        self.app.display_info(f"built {target.name}: {shlex.join(command)}")
         if version != "editable":
-            build_data["force_include"][str(target)] = f"{PACKAGE}/{name}"
-            build_data["pure_python"] = False
-            build_data["infer_tag"] = True
+            self._tmp = tempfile.mkdtemp(prefix="rymi-ext-")
+        for source, package, fallback in EXTENSIONS:
+            name = source.stem + str(sysconfig.get_config_var("EXT_SUFFIX") or ".so")
+            folder = root / source.parent if self._tmp is None else Path(self._tmp)
+            target = folder / name
+            module = f"{package.replace('/', '.')}.{source.stem}"
+            try:
+                command = compile_extension(root / source, target)
+            except CompileError as exc:
+                self.app.display_warning(
+                    f"{module} was not built: {exc}. {fallback} runs instead, with the same "
+                    f"output. To build it: {INSTALL_HINT}, then reinstall."
+                )
+                continue
+            self.app.display_info(f"built {module}: {shlex.join(command)}")
+            if self._tmp is not None:
+                build_data["force_include"][str(target)] = f"{package}/{name}"
+                build_data["pure_python"] = False
+                build_data["infer_tag"] = True
 
     def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
         if self._tmp is not None:

@@ -19,7 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.errors import CarrierProtocolError, CloseCode
+from gateway.server._mask import unmask
 from gateway.server.ws_frames import (
+    MASK_COMPILED,
     OP_CLOSE,
     OP_PING,
     OP_PONG,
@@ -29,6 +31,7 @@ from gateway.server.ws_frames import (
     encode_frame,
     parse_close,
     pong_frame,
+    python_unmask,
 )
 
 LIMIT = 65_536
@@ -242,6 +245,26 @@ def test_close_frame_reason_is_cut_to_125_bytes_on_a_character_boundary() -> Non
     assert frame[1] == len(frame) - 2 <= 125
     assert parse_close(frame[2:]) == 1008  # the reason still decodes
     assert close_frame(None) == b"\x88\x00"
+
+
+def test_the_compiled_unmask_is_built_and_used() -> None:
+    assert MASK_COMPILED, (
+        "gateway.server._mask is not built: reinstall with a C compiler and the Python "
+        "headers (sudo apt-get install gcc python3-dev; .venv/bin/pip install -e '.[dev]')"
+    )
+
+
+@given(st.binary(max_size=2000), st.binary(min_size=4, max_size=4))
+def test_the_compiled_unmask_equals_the_python_xor(payload: bytes, mask: bytes) -> None:
+    expected = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    assert python_unmask(payload, mask) == expected
+    assert unmask(payload, mask) == expected
+    assert unmask(memoryview(payload), mask) == expected
+
+
+def test_the_compiled_unmask_refuses_a_mask_that_is_not_4_bytes() -> None:
+    with pytest.raises(ValueError, match="4 bytes"):
+        unmask(b"abc", b"key")
 
 
 def test_pong_echoes_the_ping_payload() -> None:
