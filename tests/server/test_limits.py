@@ -186,3 +186,21 @@ async def test_oversized_message_closes_only_that_socket(tmp_path: Path) -> None
         good_record = await final_record(gw, "twilio", sids[1])
     assert (bad_record.status, bad_record.end_reason) == (CallStatus.FAILED, "carrier_error")
     assert good_record.end_reason == "caller_hangup"
+
+
+async def test_a_socket_that_breaks_the_protocol_before_its_start_is_unbilled(
+    tmp_path: Path,
+) -> None:
+    async with running_gateway(tmp_path) as gw, aiohttp.ClientSession() as http:
+        tenant, _ = await gw.tenant("twilio")
+        sid = new_call_id("twilio")
+        answer = await call_answer(gw, http, "twilio", sid)
+        call = await connect_media(gw, http, "twilio", sid, answer)
+        # Invalid UTF-8 in a text frame (RFC 6455 §8.1) instead of the carrier's start.
+        await call.ws.send_frame(b'{"event":"\xff"}', aiohttp.WSMsgType.TEXT)
+        await _expect_close(call.ws, CloseCode.INVALID_PAYLOAD)
+        record = await final_record(gw, "twilio", sid)
+        balance = await gw.engine.state.ledger.balance_micros(tenant.id)
+    assert (record.status, record.end_reason) == (CallStatus.FAILED, "carrier_error")
+    assert (record.audio_ms, record.billable_units) == (0, 0)
+    assert balance == 5_000_000
