@@ -275,6 +275,19 @@ class Pacer:
 
         May be in the past (call them at once); None when nothing is pending.
         """
+        deadline_us = self._next_deadline_us()
+        return None if deadline_us is None else deadline_us / _US_PER_S
+
+    def is_due(self, now: float) -> bool:
+        """Whether :meth:`next_deadline` has come at ``now``.
+
+        Compared in the pacer's integer microseconds: a float comparison with
+        :meth:`next_deadline` can miss by the rounding of ``now`` to whole microseconds.
+        """
+        deadline_us = self._next_deadline_us()
+        return deadline_us is not None and deadline_us <= _to_us(now)
+
+    def _next_deadline_us(self) -> int | None:
         deadline_us: int | None = None
         if self._queue:
             anchor_us = self._anchor_us
@@ -286,7 +299,7 @@ class Pacer:
             mark_us = self._sent_marks[0].at_us
             if deadline_us is None or mark_us < deadline_us:
                 deadline_us = mark_us
-        return None if deadline_us is None else deadline_us / _US_PER_S
+        return deadline_us
 
     @property
     def marks_pending(self) -> bool:

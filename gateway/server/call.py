@@ -352,8 +352,7 @@ class CallRunner:
         media.audio(pcm, now)
         if was_empty and media.pacer.queued_frames:
             self.meter.agent_audio(now, queue_was_empty=True)
-        deadline = media.next_deadline()
-        if deadline is not None and deadline <= now and not self._pace_stopped:
+        if media.pacer.is_due(now) and not self._pace_stopped:
             self._pace_now()  # due already (an agent streaming in real time): no timer
         else:
             self._arm_pacer()

@@ -50,6 +50,18 @@ def run_until(
 
 
 class TestSchedule:
+    def test_is_due_compares_in_whole_microseconds_not_floats(self) -> None:
+        pacer = Pacer(lead_frames=3, max_queue_frames=500)
+        assert not pacer.is_due(T0)  # nothing queued
+        now = 1.0000006  # rounds up to 1 000 001 µs on entry
+        fill(pacer, 0, 1, now)
+        deadline = pacer.next_deadline()
+        assert deadline is not None
+        assert deadline > now  # the float comparison would say "not yet"
+        assert pacer.is_due(now)  # and due() at this instant does release it
+        assert len(pacer.due(now)) == 1
+        assert not pacer.is_due(now)
+
     def test_two_hour_call_has_zero_drift(self) -> None:
         frames_total = 360_000  # 2 h of 20 ms frames
         pacer = Pacer(lead_frames=3, max_queue_frames=500)
