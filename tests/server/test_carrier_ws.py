@@ -98,6 +98,21 @@ async def until(condition: Callable[[], bool]) -> None:
             await asyncio.sleep(0.005)
 
 
+def attached(listener: Listener, *, then_close: int | None = None) -> Handler:
+    """A handler that attaches ``listener`` and waits for the socket to close or fail.
+
+    Then it closes with ``then_close`` (the call's own close), if given.
+    """
+
+    async def run(conn: CarrierConnection) -> None:
+        conn.attach(listener)
+        await until(lambda: bool(listener.closed))
+        if then_close is not None:
+            await conn.close(then_close)
+
+    return run
+
+
 async def raw_connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(UPGRADE)
@@ -198,12 +213,7 @@ async def test_a_ping_is_answered_with_its_payload_and_a_client_close_is_echoed(
     serve: Callable[..., Awaitable[Server]],
 ) -> None:
     listener = Listener()
-
-    async def run(conn: CarrierConnection) -> None:
-        conn.attach(listener)
-        await until(lambda: bool(listener.closed))
-
-    server = await serve(run)
+    server = await serve(attached(listener))
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(server.url, autoping=False, autoclose=False) as client,
@@ -351,13 +361,7 @@ async def test_a_failing_listener_closes_its_socket_with_1011(
     serve: Callable[..., Awaitable[Server]],
 ) -> None:
     listener = Listener(fail_on="boom")
-
-    async def run(conn: CarrierConnection) -> None:
-        conn.attach(listener)
-        await until(lambda: bool(listener.closed))
-        await conn.close(CloseCode.CALL_ENDED)
-
-    server = await serve(run)
+    server = await serve(attached(listener, then_close=CloseCode.CALL_ENDED))
     async with aiohttp.ClientSession() as http, http.ws_connect(server.url) as client:
         await client.send_str("fine")
         await client.send_str("boom")
