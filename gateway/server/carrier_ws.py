@@ -246,14 +246,13 @@ class CarrierConnection:
             else:
                 self._closed()
             return
-        if self._state is _State.OPEN:
-            if self.close_code is None:
-                self.close_code = code
+        was_open = self._state is _State.OPEN
+        if was_open:  # the carrier started the close: echo it (ours would have set the code)
+            self.close_code = code
             self._transport.write(close_frame(code))
-            self._closed()
+        self._closed()
+        if was_open:
             self._notify_closed(None)
-        else:
-            self._closed()
 
     # -- the call's side -------------------------------------------------------------------
 
@@ -315,7 +314,7 @@ class CarrierConnection:
 
     def ping(self) -> bool:
         """Write an empty ping (§5.5.2); False if the socket is closing."""
-        if self._state is not _State.OPEN or self._transport.is_closing():
+        if not self.writable:
             return False
         self._transport.write(PING_FRAME)
         return True

@@ -274,19 +274,11 @@ def close_frame(code: int | None, reason: str = "") -> bytes:
     """A close frame with ``code`` and a reason cut to fit 125 bytes (§5.5.1)."""
     if code is None:
         return bytes((0x80 | OP_CLOSE, 0))
-    body = _valid_utf8_prefix(_CLOSE_CODE.pack(code) + reason.encode()[: _MAX_CONTROL_PAYLOAD - 2])
+    # The cut may split a character; decoding with "ignore" drops its partial bytes (the
+    # reason must stay valid UTF-8, §5.5.1).
+    cut = reason.encode()[: _MAX_CONTROL_PAYLOAD - 2].decode(errors="ignore").encode()
+    body = _CLOSE_CODE.pack(code) + cut
     return bytes((0x80 | OP_CLOSE, len(body))) + body
-
-
-def _valid_utf8_prefix(body: bytes) -> bytes:
-    """``body`` without a UTF-8 sequence the 125-byte cut split (the reason must decode)."""
-    for cut in range(len(body), max(1, len(body) - 4), -1):
-        try:
-            body[2:cut].decode()
-        except UnicodeDecodeError:
-            continue
-        return body[:cut]
-    return body[:2]
 
 
 def pong_frame(payload: bytes) -> bytes:
