@@ -178,9 +178,9 @@ class CallerMedia:
         chain = self._chain
         pcm = chain.process(payload)
         self.frames += 1
-        events = chain.events_received()
-        if not events:
+        if not chain.events:
             return pcm, None
+        events = chain.events_received()
         out = Outputs()
         for event in events:
             if isinstance(event, VadStarted):

@@ -34,6 +34,9 @@ class Framer:
         self.frame_bytes = fmt.bytes_per_frame(frame_ms)
         """Size of every frame this framer returns, in bytes."""
         self._buf = bytearray()
+        self.held = 0
+        """Bytes held back (as :attr:`pending`), kept as a plain attribute for the
+        per-frame check "nothing held and the chunk is one frame: it is the frame"."""
 
     @property
     def pending(self) -> int:
@@ -54,6 +57,7 @@ class Framer:
         whole = len(self._buf) - len(self._buf) % size
         frames = [bytes(self._buf[i : i + size]) for i in range(0, whole, size)]
         del self._buf[:whole]
+        self.held = len(self._buf)
         return frames
 
     def flush(self, pad: bool = True) -> list[bytes]:
@@ -68,6 +72,7 @@ class Framer:
                 emptied all the same.
         """
         rest, self._buf = bytes(self._buf), bytearray()
+        self.held = 0
         if not rest:
             return []
         self.format.check_aligned(len(rest))
@@ -78,3 +83,4 @@ class Framer:
     def reset(self) -> None:
         """Drop anything held back (e.g. on a barge-in ``clear``)."""
         self._buf.clear()
+        self.held = 0

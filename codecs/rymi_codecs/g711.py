@@ -42,10 +42,13 @@ __all__ = [
     "encode_alaw",
     "encode_mulaw",
     "encoder",
+    "sample_codec",
 ]
 
 Codec = Callable[[Buffer], bytes]
 """One direction of one encoding: :func:`decode_mulaw`, :func:`encode_alaw`..."""
+SampleCodec = Callable[[bytes, int], bytes]
+"""``audioop``'s own conversion, called as ``f(data, 2)`` (see :func:`sample_codec`)."""
 
 
 def decode_mulaw(data: Buffer) -> bytes:
@@ -145,3 +148,22 @@ def _l16(pcm: Buffer) -> bytes:
 
 def _unknown(encoding: object) -> str:
     return f"expected an Encoding ({', '.join(e.value for e in Encoding)}), got {encoding!r}"
+
+
+def sample_codec(encoding: Encoding, *, encode: bool) -> SampleCodec | None:
+    """``audioop``'s own function for one direction of ``encoding``; None for L16.
+
+    For the per-frame chains, which call it as ``f(data, 2)`` on ``bytes`` they know to be
+    valid (any length to decode, whole PCM16 samples to encode): one C call and no Python
+    frame. Anything else goes through :func:`decoder` / :func:`encoder` and their checks.
+
+    Raises:
+        UnsupportedFormatError: ``encoding`` is not an :class:`Encoding`.
+    """
+    if encoding is Encoding.MULAW:
+        return audioop.lin2ulaw if encode else audioop.ulaw2lin
+    if encoding is Encoding.ALAW:
+        return audioop.lin2alaw if encode else audioop.alaw2lin
+    if encoding is Encoding.L16:
+        return None
+    raise UnsupportedFormatError(_unknown(encoding))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from rymi_codecs.errors import UnsupportedFormatError
 from rymi_codecs.format import FRAME_MS, AudioFormat, Encoding
 from rymi_codecs.framing import Framer
-from rymi_codecs.g711 import decoder, encoder
+from rymi_codecs.g711 import decoder, encoder, sample_codec
 from rymi_codecs.pcm import Buffer
 from rymi_codecs.resample import Resampler
 from rymi_codecs.vad import VAD_RATES, VadEvent, VoiceActivityDetector
@@ -45,11 +45,15 @@ class CallerToAgent:
         self.carrier = carrier
         self.agent = AudioFormat(Encoding.L16, agent_rate)
         self._decode = decoder(carrier.encoding)
+        self._decode_bytes = sample_codec(carrier.encoding, encode=False)
         self._resampler = Resampler(carrier.sample_rate, agent_rate)
+        self._resample_bytes = self._resampler.bytes_kernel()
         self._vad = vad
         self._vad_after = False
         self._vad_framer: Framer | None = None
-        self._events: list[VadEvent] = []
+        self.events: list[VadEvent] = []
+        """VAD transitions found and not yet taken by :meth:`events_received` (read it to
+        skip that call when it is empty, the per-frame case)."""
         if vad is not None:
             if vad.sample_rate not in (carrier.sample_rate, agent_rate):
                 raise UnsupportedFormatError(
@@ -68,9 +72,29 @@ class CallerToAgent:
         Raises:
             InvalidAudioError: ``payload`` is not whole samples of the carrier's format.
         """
-        pcm = self._decode(payload)
-        out = self._resampler.process(pcm)
-        self._detect(out if self._vad_after else pcm)
+        # The per-frame case in C calls only: bytes from the carrier adapter go straight to
+        # audioop (any length) or, for L16, through when whole samples; the codec's output
+        # is whole samples, so the resampler's kernel takes it unchecked.
+        decode = self._decode_bytes
+        if type(payload) is not bytes:
+            pcm = self._decode(payload)
+        elif decode is not None:
+            pcm = decode(payload, 2)
+        elif len(payload) & 1:
+            pcm = self._decode(payload)  # raises the typed error
+        else:
+            pcm = payload
+        resample = self._resample_bytes
+        out = pcm if resample is None else resample(pcm)
+        vad, framer = self._vad, self._vad_framer
+        if vad is not None and framer is not None:
+            heard = out if self._vad_after else pcm
+            if not framer.held and len(heard) == framer.frame_bytes:
+                event = vad.process(heard)  # one VAD frame: no framing to do
+                if event is not None:
+                    self.events.append(event)
+            else:
+                self._detect(heard)
         return out
 
     def flush(self) -> bytes:
@@ -81,12 +105,12 @@ class CallerToAgent:
             self._vad_framer.reset()
             event = self._vad.finish()
             if event is not None:
-                self._events.append(event)
+                self.events.append(event)
         return out
 
     def events_received(self) -> list[VadEvent]:
         """Return and forget the VAD transitions found since the last call."""
-        events, self._events = self._events, []
+        events, self.events = self.events, []
         return events
 
     def _detect(self, pcm: bytes) -> None:
@@ -97,7 +121,7 @@ class CallerToAgent:
         for frame in framer.push(pcm):
             event = vad.process(frame)
             if event is not None:
-                self._events.append(event)
+                self.events.append(event)
 
 
 class AgentToCaller:
@@ -116,7 +140,9 @@ class AgentToCaller:
         self.agent = AudioFormat(Encoding.L16, agent_rate)
         self.carrier = carrier
         self._resampler = Resampler(agent_rate, carrier.sample_rate)
+        self._resample_bytes = self._resampler.bytes_kernel()
         self._encode = encoder(carrier.encoding)
+        self._encode_bytes = sample_codec(carrier.encoding, encode=True)
         self._framer = Framer(carrier, frame_ms)
 
     def process(self, pcm: Buffer) -> list[bytes]:
@@ -125,7 +151,16 @@ class AgentToCaller:
         Raises:
             InvalidAudioError: ``pcm`` is not whole PCM16 samples.
         """
-        return self._framer.push(self._encode(self._resampler.process(pcm)))
+        if type(pcm) is not bytes or len(pcm) & 1:
+            return self._framer.push(self._encode(self._resampler.process(pcm)))
+        # Whole samples in bytes (the per-frame case): C calls only, as in CallerToAgent.
+        resample, encode, framer = self._resample_bytes, self._encode_bytes, self._framer
+        out = pcm if resample is None else resample(pcm)
+        if encode is not None:
+            out = encode(out, 2)
+        if not framer.held and len(out) == framer.frame_bytes:
+            return [out]
+        return framer.push(out)
 
     def flush(self, pad: bool = True) -> list[bytes]:
         """End of the agent's turn or of the call: the remaining audio as frames.

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, NamedTuple
@@ -340,6 +341,19 @@ class Resampler:
     def compiled(self) -> bool:
         """Whether this resampler runs the compiled kernel (see the module docstring)."""
         return self._core is not None
+
+    def bytes_kernel(self) -> Callable[[bytes], bytes] | None:
+        """What :meth:`process` runs for ``bytes`` of whole samples, for a checked caller.
+
+        The per-frame chains call it on what a codec returned (always whole samples): the
+        compiled kernel's own method (one C call, no Python frame), or :meth:`process` on
+        the numpy path. None for a pass-through: the chunk itself is the output.
+        """
+        if self._design is None:
+            return None
+        if self._core is not None:
+            return self._core.process
+        return self.process
 
     @property
     def delay_ms(self) -> float:

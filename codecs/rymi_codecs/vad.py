@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import webrtcvad
+import _webrtcvad
 
 from rymi_codecs.errors import InvalidAudioError, InvalidSettingError, UnsupportedFormatError
 from rymi_codecs.pcm import Buffer, check_pcm16
@@ -31,6 +31,8 @@ VAD_RATES = (8000, 16000, 32000, 48000)
 
 VAD_FRAME_MS = (10, 20, 30)
 """Frame durations (ms) WebRTC's VAD accepts."""
+
+_webrtc_process = _webrtcvad.process
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +95,11 @@ class VoiceActivityDetector:
         self.frame_bytes = sample_rate * frame_ms // 1000 * 2
         """Size of the frames :meth:`process` accepts, in bytes."""
         self._samples = self.frame_bytes // 2
-        # Bound once: the per-frame call then skips an attribute lookup and, given the
-        # length, webrtcvad's own len(buf) / 2.
-        self._webrtc_is_speech = webrtcvad.Vad(aggressiveness).is_speech
+        # webrtcvad's C module, as its ``Vad`` class drives it (create, init, set_mode,
+        # process), without that Python wrapper: one C call per frame.
+        self._handle = _webrtcvad.create()
+        _webrtcvad.init(self._handle)
+        _webrtcvad.set_mode(self._handle, aggressiveness)
         self._start_frames = start_frames
         self._end_frames = end_frames
         self.reset()
@@ -124,7 +128,7 @@ class VoiceActivityDetector:
         """
         if type(frame) is not bytes or len(frame) != self.frame_bytes:
             frame = self._checked(frame)
-        return bool(self._webrtc_is_speech(frame, self.sample_rate, self._samples))
+        return bool(_webrtc_process(self._handle, self.sample_rate, frame, self._samples))
 
     def process(self, frame: Buffer) -> VadEvent | None:
         """Feed one frame; return the transition it completes, if any.
@@ -132,7 +136,12 @@ class VoiceActivityDetector:
         Raises:
             InvalidAudioError: ``frame`` is not exactly :attr:`frame_bytes` of PCM16.
         """
-        voiced = self.is_speech(frame)
+        if type(frame) is bytes and len(frame) == self.frame_bytes:
+            # webrtcvad's C function itself, not its Python wrapper (the wrapper only
+            # recomputes the length given here and calls the same function).
+            voiced = _webrtc_process(self._handle, self.sample_rate, frame, self._samples)
+        else:
+            voiced = self.is_speech(frame)
         self._frames += 1
         if voiced == self._speaking:  # most frames: the state holds
             self._run = 0

@@ -219,6 +219,15 @@ class AgentLink(abc.ABC):
             AgentError: ``reason="not_open"``, the link was never opened.
         """
 
+    def audio_sender(self) -> Callable[[bytes], None]:
+        """What to call, once :meth:`open` has returned, in place of :meth:`send_audio`.
+
+        The same behaviour for an open link; an implementation may return a callable
+        that skips the "was it ever opened" check, which the per-frame path would make
+        50 times a second for nothing.
+        """
+        return self.send_audio
+
     @abc.abstractmethod
     def send(self, message: GatewayMessage) -> None:
         """Send a control message ahead of queued audio (not ``start`` or ``stop``).

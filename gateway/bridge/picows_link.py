@@ -175,6 +175,12 @@ class PicowsLink(AgentLink):
             raise not_open()
         self._out.audio(pcm)
 
+    def audio_sender(self) -> Callable[[bytes], None]:
+        """The writer's own ``audio`` (see :meth:`AgentLink.audio_sender`)."""
+        if self._state is _NEW:
+            raise not_open()
+        return self._out.audio
+
     def send(self, message: GatewayMessage) -> None:
         """Write a control message now, or ahead of queued audio; see :meth:`AgentLink.send`."""
         check_sendable(message)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 from urllib.parse import parse_qsl, urlsplit
 
-from gateway.carriers.events import Command, Event, PlayAudio
+from gateway.carriers.events import AudioReceived, Command, Event, PlayAudio
 from gateway.carriers.signing import NonceStore
 from gateway.errors import CarrierProtocolError, CloseCode, CommandError
 
@@ -157,6 +157,22 @@ class MediaStream(ABC):
             CarrierProtocolError: the message is malformed or out of order; its
                 ``close_code`` says how the edge should close the socket.
         """
+
+    def receive_media(self, message: WireMessage) -> bytes | list[Event]:
+        """The per-frame path: :meth:`receive` without building an event for audio.
+
+        Returns the caller audio payload (bytes, in :attr:`AudioReceived.audio_format`)
+        when ``message`` is one audio message of the started stream, checked exactly as
+        :meth:`receive` checks it; otherwise the events :meth:`receive` returns. Adapters
+        override it so that the 50 audio messages a second build no event and no list.
+
+        Raises:
+            CarrierProtocolError: as :meth:`receive` does.
+        """
+        events = self.receive(message)
+        if len(events) == 1 and type(event := events[0]) is AudioReceived:
+            return event.payload
+        return events
 
     @abstractmethod
     def send(self, command: Command) -> list[WireMessage]:

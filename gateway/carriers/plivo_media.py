@@ -136,9 +136,8 @@ class _Stop(msgspec.Struct, tag_field="event", tag="stop", kw_only=True):
     streamId: str | None = None
 
 
-_DECODER = msgspec.json.Decoder(
-    _Start | _Media | _Dtmf | _Played | _PlayedOld | _Cleared | _Stop, strict=False
-)
+_Message = _Start | _Media | _Dtmf | _Played | _PlayedOld | _Cleared | _Stop
+_DECODER = msgspec.json.Decoder(_Message, strict=False)
 
 
 class PlivoStream(JsonMediaStream):
@@ -167,11 +166,35 @@ class PlivoStream(JsonMediaStream):
             if len(msg.media.payload) % fmt.bytes_per_sample:
                 self.fail("media payload is not whole samples", CloseCode.INVALID_PAYLOAD)
             return [AudioReceived(msg.media.payload, fmt, msg.media.timestamp, msg.sequenceNumber)]
+        return self._control(msg)
+
+    def receive_media(self, message: WireMessage) -> bytes | list[Event]:
+        """See :meth:`MediaStream.receive_media`: one decode, the checks inline."""
+        if type(message) is str and len(message) <= self.max_message_bytes:
+            try:
+                msg = _DECODER.decode(message)
+            except (msgspec.MsgspecError, UnicodeError):
+                msg = self.decode_text(_DECODER, message)  # raises, or None: unknown event
+        else:
+            msg = self.decode_text(_DECODER, message)  # raises the binary or size error
+        if type(msg) is _Media:
+            sid, payload = msg.streamId, msg.media.payload
+            if self.state is not State.STARTED or (sid is not None and sid != self.stream_id):
+                self._check_id(sid, "media")  # raises the right error
+            if msg.media.track != "inbound":
+                return []
+            if len(payload) % self.audio_format.bytes_per_sample:
+                self.fail("media payload is not whole samples", CloseCode.INVALID_PAYLOAD)
+            return payload
+        return self._control(msg)
+
+    def _control(self, msg: _Message | None) -> list[Event]:
+        """Every message but ``media``: the stream's state machine."""
         if msg is None:
             return []
         if isinstance(msg, _Start):
             return self._start(msg)
-        self._check_id(msg.streamId, msg.__struct_config__.tag)
+        self._check_id(msg.streamId, str(msg.__struct_config__.tag))
         if isinstance(msg, _Dtmf):
             if msg.dtmf.digit not in DTMF_DIGITS:
                 self.fail("dtmf digit must be one of 0-9 * # A-D", CloseCode.INVALID_PAYLOAD)

@@ -112,9 +112,8 @@ class _Stop(msgspec.Struct, tag_field="event", tag="stop", kw_only=True):
 
 
 # strict=False: Twilio sends counters as strings ("sequenceNumber": "4"); accept numbers too.
-_DECODER = msgspec.json.Decoder(
-    _Connected | _Start | _Media | _Dtmf | _MarkEcho | _Stop, strict=False
-)
+_Message = _Connected | _Start | _Media | _Dtmf | _MarkEcho | _Stop
+_DECODER = msgspec.json.Decoder(_Message, strict=False)
 
 
 class TwilioStream(JsonMediaStream):
@@ -139,6 +138,28 @@ class TwilioStream(JsonMediaStream):
             return [
                 AudioReceived(msg.media.payload, MULAW_8K, msg.media.timestamp, msg.sequenceNumber)
             ]
+        return self._control(msg)
+
+    def receive_media(self, message: WireMessage) -> bytes | list[Event]:
+        """See :meth:`MediaStream.receive_media`: one decode, the checks inline."""
+        if type(message) is str and len(message) <= self.max_message_bytes:
+            try:
+                msg = _DECODER.decode(message)
+            except (msgspec.MsgspecError, UnicodeError):
+                msg = self.decode_text(_DECODER, message)  # raises, or None: unknown event
+        else:
+            msg = self.decode_text(_DECODER, message)  # raises the binary or size error
+        if type(msg) is _Media:
+            sid = msg.streamSid
+            if self.state is not State.STARTED or (sid is not None and sid != self.stream_sid):
+                self._check_sid(sid, "media")  # raises the right error
+            if msg.media.track != "inbound":
+                return []
+            return msg.media.payload
+        return self._control(msg)
+
+    def _control(self, msg: _Message | None) -> list[Event]:
+        """Every message but ``media``: the stream's state machine."""
         if msg is None:
             return []
         if isinstance(msg, _Connected):
@@ -147,7 +168,7 @@ class TwilioStream(JsonMediaStream):
             return []
         if isinstance(msg, _Start):
             return self._start(msg)
-        self._check_sid(msg.streamSid, msg.__struct_config__.tag)
+        self._check_sid(msg.streamSid, str(msg.__struct_config__.tag))
         if isinstance(msg, _Dtmf):
             if msg.dtmf.digit not in DTMF_DIGITS:
                 self.fail("dtmf digit must be one of 0-9 * # A-D", CloseCode.INVALID_PAYLOAD)

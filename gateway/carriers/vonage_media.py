@@ -105,6 +105,16 @@ class VonageStream(JsonMediaStream):
                     CloseCode.INVALID_PAYLOAD,
                 )
             return [AudioReceived(message, self.audio_format)]
+        return self._control(message)
+
+    def receive_media(self, message: WireMessage) -> bytes | list[Event]:
+        """See :meth:`MediaStream.receive_media`: a binary frame is the audio itself."""
+        if type(message) is bytes and self.state is State.STARTED and len(message) == self._frame:
+            return message
+        return self.receive(message)  # text, or a binary frame receive() refuses
+
+    def _control(self, message: str) -> list[Event]:
+        """A text message: the stream's state machine."""
         msg = self.decode_text(_DECODER, message)
         if msg is None:
             return []

@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.bridge import protocol as proto
@@ -142,6 +143,8 @@ class CallRunner:
         self.link: AgentLink | None = None
         """The agent link, once built (the agent task builds and opens it)."""
         self.agent_ready = False
+        self._send_agent_audio: Callable[[bytes], None] | None = None
+        """The open link's audio sender (:meth:`AgentLink.audio_sender`)."""
         self.frames_to_agent = 0
         self.pending_dropped = 0
         """Caller frames dropped while the agent was still connecting (over 5 s)."""
@@ -154,8 +157,13 @@ class CallRunner:
         self.keepalive = Keepalive(engine.settings.media_ping_interval_s, self.loop.time())
         self._timer_wake = asyncio.Event()
         self._ended = asyncio.Event()
+        self._over = False
+        self._billing_started = False
+        """The session's ``billing_started``, copied after each :class:`AudioExchanged`."""
+        """``_ended`` is set: a plain flag for the per-frame check."""
         self._inbox: deque[Event] = deque()
         self._failure: BaseException | None = None
+        self._receive_media = setup.stream.receive_media
         self.meter = CallMeter(engine.metrics, setup.adapter.name, setup.record.tenant_id)
         """The call's metrics (batched counts, sampled timings)."""
 
@@ -230,7 +238,7 @@ class CallRunner:
             else:
                 log.info("call %s ends: %s", self.call_id, action.reason.value)
                 self._stop_pacing()  # the stream may be stopping: nothing more is released
-                self._ended.set()
+                self._end()
         self._timer_wake.set()
 
     # -- sending -------------------------------------------------------------------------
@@ -259,10 +267,14 @@ class CallRunner:
 
     def on_carrier_message(self, message: str | bytes, received_at: float) -> None:
         """One carrier message, from the socket's read callback (no task per frame)."""
-        if self._ended.is_set():
+        if self._over:
             return  # the call has ended: what the carrier still sends is not for it
         try:
-            for event in self.setup.stream.receive(message):
+            received = self._receive_media(message)
+            if type(received) is bytes:  # caller audio: the per-frame case, no event built
+                self._caller_audio(received, received_at)
+                return
+            for event in received:
                 self._on_carrier_event(event, received_at)
         except CarrierProtocolError as exc:
             log.warning("call %s: %s", self.call_id, exc)
@@ -298,12 +310,13 @@ class CallRunner:
             payload, self.agent_media, barge_in=self.barge_in, now=received_at
         )
         phase = self.session.phase
-        if self.link is not None and self.agent_ready and phase in _FORWARDING_PHASES:
-            self.link.send_audio(pcm)
+        send = self._send_agent_audio
+        if send is not None and self.agent_ready and phase in _FORWARDING_PHASES:
+            send(pcm)
             self.meter.to_agent(received_at, self.loop.time())
             self.frames_to_agent += 1
-            if not self.session.billing_started:
-                self._apply(AudioExchanged())
+            if not self._billing_started:
+                self._exchanged()
         elif phase is Phase.CONNECTING:
             if len(self._pending) == self._pending.maxlen:
                 self.pending_dropped += 1  # the deque drops its oldest: count it
@@ -327,6 +340,7 @@ class CallRunner:
             self._apply(AgentFailed(exc.reason))
             return
         metrics.agent_connected(self.loop.time() - connecting)
+        self._send_agent_audio = link.audio_sender()
         self.agent_ready = True
         self._apply(AgentConnected())
         while self._pending:
@@ -356,8 +370,8 @@ class CallRunner:
             self._pace_now()  # due already (an agent streaming in real time): no timer
         else:
             self._arm_pacer()
-        if not self.session.billing_started and self.session.phase is Phase.ACTIVE:
-            self._apply(AudioExchanged())
+        if not self._billing_started and self.session.phase is Phase.ACTIVE:
+            self._exchanged()
         if media.queued_ms > HIGH_WATER_MS and not self._reading_paused and self.link:
             self._reading_paused = True
             self.link.pause_reading()
@@ -444,6 +458,15 @@ class CallRunner:
         if self._failure is None:
             self._failure = exc
         self._pace_stopped = True
+        self._end()
+
+    def _exchanged(self) -> None:
+        """Audio went both ways: billing starts (the session decides; later ones are moot)."""
+        self._apply(AudioExchanged())
+        self._billing_started = self.session.billing_started
+
+    def _end(self) -> None:
+        self._over = True
         self._ended.set()
 
     def _played_out(self, media: AgentMedia) -> bool:
