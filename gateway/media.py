@@ -77,10 +77,17 @@ class AgentMedia:
             frame_bytes=carrier.bytes_per_frame(),
         )
 
-    def audio(self, pcm: bytes, now: float) -> None:
-        """Queue agent audio (any whole number of samples)."""
+    def audio(self, pcm: bytes, now: float) -> bool:
+        """Queue agent audio (any whole number of samples).
+
+        Returns whether it starts a queue: the pacer held nothing before and holds audio
+        now (the meter times a frame from there to the carrier).
+        """
+        pacer = self.pacer
+        was_empty = pacer.queued_frames == 0
         for frame in self._chain.process(pcm):
-            self.pacer.enqueue(frame, now)
+            pacer.enqueue(frame, now)
+        return was_empty and pacer.queued_frames > 0
 
     def mark(self, name: str, now: float) -> None:
         """Place the agent's mark after the audio queued so far.

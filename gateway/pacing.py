@@ -171,6 +171,9 @@ class Pacer:
         self._sent_marks: deque[_Mark] = deque()  # audio before them sent, ear not there yet
         self._announce: list[str] = []
         self._recent: OrderedDict[str, int | None] = OrderedDict()
+        self.released_due: float | None = None
+        """When the first frame of the last non-empty :meth:`due` was due (monotonic s):
+        what :meth:`next_deadline` said just before it. The meter's lateness."""
 
     # -- inputs --------------------------------------------------------------------------
 
@@ -182,7 +185,7 @@ class Pacer:
         """
         if not frame or (self._frame_bytes is not None and len(frame) != self._frame_bytes):
             raise ValueError(f"frame: expected {self._frame_bytes or 'a non-empty'} bytes")
-        now_us = _to_us(now)
+        now_us = round(now * _US_PER_S)  # (_to_us inline: the per-frame path)
         if not self._queue:
             self._close_if_drained(now_us)
             if self._anchor_us is None:
@@ -239,13 +242,18 @@ class Pacer:
     # -- outputs -------------------------------------------------------------------------
 
     def due(self, now: float) -> list[bytes]:
-        """The frames to send to the carrier now, in order (possibly none)."""
-        now_us = _to_us(now)
+        """The frames to send to the carrier now, in order (possibly none).
+
+        When it returns frames, :attr:`released_due` is when the first of them was due.
+        """
+        now_us = round(now * _US_PER_S)  # (_to_us inline: the per-frame path)
         queue = self._queue
         if not queue:
             self._close_if_drained(now_us)
             return []
-        if self._anchor_us is not None and now_us > self._end_us():
+        head_us = self._next_deadline_us()  # before anything moves: the lateness reference
+        anchor_us = self._anchor_us
+        if anchor_us is not None and now_us > anchor_us + self._spurt_sent * self._frame_us:
             self._note_lateness(now_us)
             self._stats.late_gaps += 1
             self._close_spurt(self._end_us())
@@ -266,6 +274,8 @@ class Pacer:
             due_us += frame_us
         self._spurt_sent = sent
         self._stats.frames_sent += len(frames)
+        if frames and head_us is not None:
+            self.released_due = head_us / _US_PER_S
         if self._unsent_marks:
             self._resolve_marks(now_us)
         return frames

@@ -208,8 +208,8 @@ class TwilioStream(JsonMediaStream):
 
     def audio_message(self, frame: bytes) -> WireMessage:
         """See :meth:`MediaStream.audio_message`."""
-        if self.state is State.STARTED and len(frame) == _FRAME:
-            return self._media(frame)
+        if self.state is State.STARTED and len(frame) == _FRAME:  # (_media inline)
+            return self._media_prefix + b2a_base64(frame, newline=False).decode("ascii") + '"}}'
         return super().audio_message(frame)  # raises what send() raises
 
     def send(self, command: Command) -> list[WireMessage]:

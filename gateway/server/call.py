@@ -163,7 +163,10 @@ class CallRunner:
         """``_ended`` is set: a plain flag for the per-frame check."""
         self._inbox: deque[Event] = deque()
         self._failure: BaseException | None = None
+        # Bound once: the per-frame calls of the carrier's stream and socket.
         self._receive_media = setup.stream.receive_media
+        self._audio_message = setup.stream.audio_message
+        self._carrier_send = setup.conn.send
         self.meter = CallMeter(engine.metrics, setup.adapter.name, setup.record.tenant_id)
         """The call's metrics (batched counts, sampled timings)."""
 
@@ -362,14 +365,12 @@ class CallRunner:
         """Agent audio → the pacer (the link's sink: called from its read callback)."""
         now = self.loop.time()
         media = self.agent_media
-        was_empty = media.pacer.queued_frames == 0
-        media.audio(pcm, now)
-        if was_empty and media.pacer.queued_frames:
+        if media.audio(pcm, now):
             self.meter.agent_audio(now, queue_was_empty=True)
-        if media.pacer.is_due(now) and not self._pace_stopped:
-            self._pace_now()  # due already (an agent streaming in real time): no timer
-        else:
-            self._arm_pacer()
+        if not self._pace_stopped:
+            # What is due goes now (an agent streaming in real time: this very frame, no
+            # timer); the rest waits for the timer this arms.
+            self._pace_due(now)
         if not self._billing_started and self.session.phase is Phase.ACTIVE:
             self._exchanged()
         if media.queued_ms > HIGH_WATER_MS and not self._reading_paused and self.link:
@@ -413,7 +414,7 @@ class CallRunner:
         if self._pace_stopped:
             return
         media = self.agent_media
-        deadline = media.next_deadline()
+        deadline = media.pacer.next_deadline()
         if self.session.phase is Phase.PLAYING_OUT and media.pacer.queued_frames == 0:
             # The agent hung up: once the carrier has played what it holds, the call ends.
             now = self.loop.time()
@@ -429,23 +430,20 @@ class CallRunner:
         self._pace_at = deadline
         self._pace_handle = self.loop.call_at(deadline, self._pace)
 
-    def _pace_now(self) -> None:
-        """Run the paced writer at once, in place of its armed timer (if any)."""
-        handle = self._pace_handle
-        if handle is not None:
-            handle.cancel()
-        self._pace()
-
     def _pace(self) -> None:
-        """Release what is due, then re-arm; a failure here ends the call."""
+        """The armed timer: release what is due now."""
         self._pace_handle = None
+        self._pace_due(self.loop.time())
+
+    def _pace_due(self, now: float) -> None:
+        """Release what is due at ``now``, then re-arm; a failure here ends the call."""
         try:
             media = self.agent_media
-            self._release(media)
+            self._release(media, now)
             if self._reading_paused and media.queued_ms < LOW_WATER_MS and self.link:
                 self._reading_paused = False
                 self.link.resume_reading()
-            if self._played_out(media):
+            if self.session.phase is Phase.PLAYING_OUT and self._played_out(media):
                 self._pace_stopped = True
                 self._apply(PlayoutIdle())
                 return
@@ -470,33 +468,27 @@ class CallRunner:
         self._ended.set()
 
     def _played_out(self, media: AgentMedia) -> bool:
-        """The agent hung up and the caller has heard everything it sent."""
-        return (
-            self.session.phase is Phase.PLAYING_OUT
-            and media.pacer.queued_frames == 0
-            and media.pacer.ahead_ms(self.loop.time()) == 0
-        )
+        """In ``PLAYING_OUT`` (the agent hung up): the caller has heard all it sent."""
+        return media.pacer.queued_frames == 0 and media.pacer.ahead_ms(self.loop.time()) == 0
 
-    def _release(self, media: AgentMedia) -> None:
-        """Send what is due now and meter it (lateness against the head frame's due time)."""
-        now = self.loop.time()
-        pacer = media.pacer
-        head_due = pacer.next_deadline()
+    def _release(self, media: AgentMedia, now: float) -> None:
+        """Send what is due at ``now`` and meter it (lateness against its due time)."""
+        pacer, meter = media.pacer, self.meter
         # Before the release moves the pacer on; only on the releases the meter samples.
-        continuous = self.meter.samples_next_release and pacer.ahead_ms(now) > 0
+        continuous = meter.samples_next_release and pacer.ahead_ms(now) > 0
         frames, marks = media.release(now)
         if frames:
             self._play(frames)
         if marks is not None:
             self._send(marks)
-        if frames and self.meter.released(len(frames), head_due, self.loop.time(), continuous):
-            self.meter.flush(self.drops())
+        if frames and meter.released(len(frames), pacer.released_due, self.loop.time(), continuous):
+            meter.flush(self.drops())
 
     def _play(self, frames: list[bytes]) -> None:
         """Write audio frames to the carrier, one message each (the per-frame path)."""
-        stream, socket = self.setup.stream, self.setup.conn
+        audio_message, send = self._audio_message, self._carrier_send
         for frame in frames:
-            if not socket.send(stream.audio_message(frame)) and not socket.writable:
+            if not send(audio_message(frame)) and not self.setup.conn.writable:
                 return
 
     def _stop_pacing(self) -> None:

@@ -71,6 +71,9 @@ class CallMeter:
         self._in_sample = SAMPLE_EVERY - 1
         self._out_sample = SAMPLE_EVERY - 1
         self._release_sample = SAMPLE_EVERY - 1
+        self.samples_next_release = True
+        """Whether the next :meth:`released` is observed (and reads its ``continuous``); a
+        plain attribute, read on every release."""
         self._out_arrival: float | None = None
         self._last_lateness: float | None = None
         self._live = False
@@ -110,11 +113,6 @@ class CallMeter:
         if queue_was_empty and self._out_arrival is None:
             self._out_arrival = at
 
-    @property
-    def samples_next_release(self) -> bool:
-        """Whether the next :meth:`released` is observed (and reads its ``continuous``)."""
-        return self._release_sample + 1 >= SAMPLE_EVERY
-
     def released(
         self, count: int, head_due: float | None, sent_at: float, continuous: bool
     ) -> bool:
@@ -145,6 +143,7 @@ class CallMeter:
                 if continuous and previous is not None:
                     jitter = abs(lateness - previous)
                 self.metrics.observe_pacing(lateness, jitter)
+            self.samples_next_release = self._release_sample + 1 >= SAMPLE_EVERY
         return self._unflushed_in + self._unflushed_out >= FLUSH_FRAMES
 
     # -- flushing ------------------------------------------------------------------------
