@@ -7,14 +7,24 @@ transactions. A write transaction therefore takes SQLite's write lock up front, 
 read-then-write never fails with ``SQLITE_BUSY`` half way; concurrent writers queue on
 ``busy_timeout``. WAL lets readers (the call-answer lookups) run beside a writer.
 
+Writers of one process take turns on an asyncio lock before they touch SQLite (one per
+engine and event loop, first come first served). SQLite has a single writer anyway, but
+its busy handler makes the others *sleep* and retry (1, 2, 5, 10 ... 100 ms steps,
+``sqliteDefaultBusyCallback`` in sqlite3's main.c), so under call churn a finalize could
+wait 0.5 s behind a few short transactions and lose the race to later arrivals; the
+lock hands the write lock over in order, at once. ``busy_timeout`` still covers other
+processes on the same file (``rymi-gateway admin``). PostgreSQL has row locks: no turn.
+
 Every engine is created with ``hide_parameters=True``: bound values (account ids, key
 hashes, ciphertexts) never appear in SQLAlchemy's error messages or echo logs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +49,12 @@ __all__ = [
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
 _WRITE_OPTION = "rymi_write"
 
+_WriterTurns = weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[sa.Engine, _WriterTurns] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per SQLite engine, the writers' lock of each event loop it is used on (see module doc)."""
+
 
 def create_engine(url: str) -> AsyncEngine:
     """Create an async engine; SQLite gets WAL, foreign keys and explicit transactions.
@@ -51,6 +67,7 @@ def create_engine(url: str) -> AsyncEngine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         _configure_sqlite(engine)
+        _SQLITE_WRITERS[engine.sync_engine] = weakref.WeakKeyDictionary()
     return engine
 
 
@@ -89,11 +106,25 @@ def db_errors(operation: str) -> Iterator[None]:
 
 @contextlib.asynccontextmanager
 async def write_tx(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A transaction that will write: committed on success, rolled back on any error."""
-    async with engine.connect() as conn:
+    """A transaction that will write: committed on success, rolled back on any error.
+
+    On SQLite it waits for this process's earlier writers first (see the module doc).
+    """
+    async with _writer_turn(engine), engine.connect() as conn:
         conn = await conn.execution_options(**{_WRITE_OPTION: True})
         async with conn.begin():
             yield conn
+
+
+def _writer_turn(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[object]:
+    turns = _SQLITE_WRITERS.get(engine.sync_engine)
+    if turns is None:
+        return contextlib.nullcontext()
+    loop = asyncio.get_running_loop()
+    lock = turns.get(loop)
+    if lock is None:
+        lock = turns[loop] = asyncio.Lock()
+    return lock
 
 
 @contextlib.asynccontextmanager
