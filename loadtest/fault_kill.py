@@ -84,7 +84,8 @@ async def run_kill_gateway(args: argparse.Namespace, options: EnvOptions, consol
         if env.agent_stats_url:
             raw_b.agent_calls = await agent_records(env.agent_stats_url)
         assert env.database_url is not None
-        billing_b = await check_billing(env.database_url, results_b)
+        agents = raw_b.agent_calls or None
+        billing_b = await check_billing(env.database_url, results_b, agent_calls=agents)
         report_b = account(raw_b, billing_b)
         rows_a = await _dead_calls(env.database_url, results_a, killed_at, wait_s=_TTL_S + 10)
     result = _verdict(report_b, rows_a, reuse_s, per_gateway)

@@ -83,7 +83,8 @@ async def run_restart_redis(args: argparse.Namespace, options: EnvOptions, conso
         if env.agent_stats_url:
             raw.agent_calls = await agent_records(env.agent_stats_url)
         assert env.database_url is not None
-        report = account(raw, await check_billing(env.database_url, results))
+        agents = raw.agent_calls or None
+        report = account(raw, await check_billing(env.database_url, results, agent_calls=agents))
     result = _verdict(report, offers, restarted_at, reopen_s, 2 * per_gateway)
     _print(console, result)
     if args.json:

@@ -81,6 +81,11 @@ def print_report(
             f"billing: {billing['checked']} CDRs, {billing['mismatched']} mismatched units, "
             f"audio - sent ms {billing['audio_minus_sent_ms']}"
         )
+        if billing.get("unbilled_without_agent"):
+            console.print(
+                f"billing: {billing['unbilled_without_agent']} calls billed nothing: the caller"
+                " hung up before the agent started (no audio exchanged, not a mismatch)"
+            )
     for check in checks:
         mark = "[green]ok[/]" if check.ok else "[red]MISSED[/]"
         console.print(f"objective {check.name} ≤ {check.limit}: {_fmt(check.value)} {mark}")

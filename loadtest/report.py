@@ -70,6 +70,16 @@ class BillingRow:
     end_reason: str | None
     limit_ms: int | None = None
     """The call's max duration (the cap on billable audio), when known."""
+    agent_started: bool | None = None
+    """Whether the external agent server saw this call's ``start`` (None: no agent
+    server to ask, e.g. the built-in echo)."""
+
+    @property
+    def unbilled_without_agent(self) -> bool:
+        """Billed nothing, expected units, and the agent never started: no audio was
+        exchanged, and the billing rule bills only calls that exchange audio
+        (docs/call-engine.md, "Billing"); the caller hung up before the agent was up."""
+        return self.agent_started is False and self.billed_units == 0 < self.expected_units
 
     @property
     def at_unit_boundary(self) -> bool:
@@ -332,10 +342,12 @@ def _billing(rows: Sequence[BillingRow]) -> dict[str, Any]:
         return {"checked": 0}
     differ = [r for r in rows if r.billed_units != r.expected_units]
     boundary = sum(1 for r in differ if r.at_unit_boundary)
+    without_agent = sum(1 for r in differ if r.unbilled_without_agent)
     return {
         "checked": len(rows),
-        "mismatched": len(differ) - boundary,
+        "mismatched": len(differ) - boundary - without_agent,
         "at_unit_boundary": boundary,
+        "unbilled_without_agent": without_agent,
         "not_final": sum(1 for r in rows if r.status == "live"),
         "audio_minus_sent_ms": summarize(r.audio_ms - r.sent_ms for r in rows).as_dict(),
         "end_reasons": dict(Counter(r.end_reason or "" for r in rows)),
@@ -343,12 +355,18 @@ def _billing(rows: Sequence[BillingRow]) -> dict[str, Any]:
 
 
 async def check_billing(
-    database_url: str, results: Sequence[CallResult], wait_s: float = 20.0
+    database_url: str,
+    results: Sequence[CallResult],
+    wait_s: float = 20.0,
+    *,
+    agent_calls: Mapping[str, Any] | None = None,
 ) -> list[BillingRow]:
     """Each answered call's CDR from the gateway's database, once final (bounded wait).
 
     The expected units are computed from what the load tester sent alone: frames sent
     x 20 ms, in 30 s units (docs/state.md metering), capped at the agent's limit.
+    ``agent_calls`` (the external agent server's records by call id, when one ran) tells
+    which calls the agent never saw start (:attr:`BillingRow.unbilled_without_agent`).
     """
     from gateway.errors import NotFoundError
     from gateway.store.ledger import Ledger
@@ -385,6 +403,7 @@ async def check_billing(
                     status=str(record.status),
                     end_reason=record.end_reason,
                     limit_ms=record.max_call_duration_s * 1000,
+                    agent_started=None if agent_calls is None else call_id in agent_calls,
                 )
             )
     finally:
@@ -445,5 +464,7 @@ def _max_or_none(*values: float | None) -> float | None:
 async def billed_report(database_url: str | None, raw: RawRun) -> dict[str, Any]:
     """The report of :func:`account` for ``raw``, every answered call's CDR checked when
     there is a gateway database to read."""
-    billing = await check_billing(database_url, raw.results) if database_url else []
-    return account(raw, billing)
+    if not database_url:
+        return account(raw, [])
+    agents = raw.agent_calls or None  # empty: no agent server ran (or it answered nothing)
+    return account(raw, await check_billing(database_url, raw.results, agent_calls=agents))

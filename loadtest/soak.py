@@ -260,6 +260,9 @@ class Tally:
             merged |= {
                 "mismatched": sum(int(b["mismatched"]) for b in self.billing),
                 "at_unit_boundary": sum(int(b.get("at_unit_boundary", 0)) for b in self.billing),
+                "unbilled_without_agent": sum(
+                    int(b.get("unbilled_without_agent", 0)) for b in self.billing
+                ),
                 "not_final": sum(int(b["not_final"]) for b in self.billing),
                 "audio_minus_sent_ms": merge_summaries(
                     [b["audio_minus_sent_ms"] for b in self.billing]

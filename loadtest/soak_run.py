@@ -239,7 +239,10 @@ class _Accountant:
 
     async def _account(self, ready: list[CallResult]) -> dict[str, Any]:
         env = self.env
-        billing = await check_billing(env.database_url, ready) if env.database_url else []
+        billing = []
+        if env.database_url:
+            agents = self.records or None  # empty: no agent server (or no record yet)
+            billing = await check_billing(env.database_url, ready, agent_calls=agents)
         batch = RawRun(
             replace(self.raw.config, calls=len(ready)),
             ready,

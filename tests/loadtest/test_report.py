@@ -137,6 +137,24 @@ def test_a_unit_boundary_within_the_clocks_reach_is_not_a_mismatch() -> None:
     assert (billing["mismatched"], billing["at_unit_boundary"]) == (2, 1)
 
 
+def test_a_call_the_agent_never_started_may_bill_nothing() -> None:
+    ok, record = probe_call(0, 100)
+    row = BillingRow  # (..., status, end, limit ms, agent started)
+    rows = [
+        # The caller hung up before the agent was up: no audio exchanged, 0 units is right.
+        row("no-agent", 6_000, 1, 0, 0, "completed", "caller_hangup", 600_000, False),
+        # The agent started, yet nothing was billed: a real mismatch.
+        row("started", 6_000, 1, 0, 0, "completed", "caller_hangup", 600_000, True),
+        # No agent server to ask (built-in echo): a real mismatch too.
+        row("unknown", 6_000, 1, 0, 0, "completed", "caller_hangup", 600_000, None),
+        # The agent never started but units were billed: the exception does not cover it.
+        row("billed", 6_000, 1, 2, 31_000, "completed", "caller_hangup", 600_000, False),
+    ]
+    assert [r.unbilled_without_agent for r in rows] == [True, False, False, False]
+    billing = account(raw_run([ok], [record]), rows)["billing"]
+    assert (billing["mismatched"], billing["unbilled_without_agent"]) == (3, 1)
+
+
 def test_process_figures_over_the_window() -> None:
     samples = [ProcSample(float(t), 0.5 * t, (100 + 2 * t) * 2**20) for t in range(11)]
     figures = process_figures(samples, (2.0, 8.0), calls=10)
