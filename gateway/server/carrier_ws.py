@@ -193,10 +193,10 @@ class CarrierConnection:
         parser = self._parser
         now = self._loop.time()
         for message in parser.feed(data):
-            if type(message) is Control:
+            if isinstance(message, Control):
                 self._control(message)
             elif self._state is _State.OPEN:
-                self._deliver(cast("str | bytes", message), now)
+                self._deliver(message, now)
         error = parser.error
         if error is not None and self._state is _State.OPEN:
             self._fail(CloseCode(error.close_code), str(error))
