@@ -9,7 +9,7 @@ class's sender, which is ``send_audio`` itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
@@ -49,6 +49,15 @@ async def ended(agent: ScriptedAgent) -> int | None:
     return agent.close_code
 
 
+async def opened_sender(
+    kind: str, http: aiohttp.ClientSession, server: TestServer
+) -> tuple[AgentLink, Callable[[bytes], None]]:
+    """A ``kind`` link opened to ``server``, and its audio sender."""
+    link = link_maker(kind, http)(ws_url(server))
+    await link.open(make_start())
+    return link, link.audio_sender()
+
+
 def unreachable() -> str:
     return f"ws://127.0.0.1:{free_port()}/agents/{AGENT_ID}"
 
@@ -68,9 +77,7 @@ async def test_sent_frames_reach_the_agent_in_order(
     kind: str, http: aiohttp.ClientSession, agent: tuple[ScriptedAgent, TestServer]
 ) -> None:
     scripted, server = agent
-    link = link_maker(kind, http)(ws_url(server))
-    await link.open(make_start())
-    send = link.audio_sender()
+    link, send = await opened_sender(kind, http, server)
     frames = call_audio(silence_ms=0)[:50]
     # Numbered frames (the speech, with its index in front), mixed with send_audio and a
     # control message (which may overtake queued audio): the audio keeps its order.
@@ -93,9 +100,7 @@ async def test_sender_after_close_is_a_no_op_like_send_audio(
     kind: str, http: aiohttp.ClientSession, agent: tuple[ScriptedAgent, TestServer]
 ) -> None:
     scripted, server = agent
-    link = link_maker(kind, http)(ws_url(server))
-    await link.open(make_start())
-    send = link.audio_sender()
+    link, send = await opened_sender(kind, http, server)
     send(bytes(640))
     await link.close()
     await ended(scripted)
