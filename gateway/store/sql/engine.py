@@ -50,9 +50,7 @@ _SQLITE_BUSY_TIMEOUT_MS = 10_000
 _WRITE_OPTION = "rymi_write"
 
 _WriterTurns = weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
-_SQLITE_WRITERS: weakref.WeakKeyDictionary[sa.Engine, _WriterTurns] = (
-    weakref.WeakKeyDictionary()
-)
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[sa.Engine, _WriterTurns] = weakref.WeakKeyDictionary()
 """Per SQLite engine, the writers' lock of each event loop it is used on (see module doc)."""
 
 
