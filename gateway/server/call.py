@@ -365,11 +365,16 @@ class CallRunner:
         """Agent audio → the pacer (the link's sink: called from its read callback)."""
         now = self.loop.time()
         media = self.agent_media
-        if media.audio(pcm, now):
+        started = media.audio(pcm, now)
+        if started:
             self.meter.agent_audio(now, queue_was_empty=True)
-        if not self._pace_stopped:
+        if not self._pace_stopped and (
+            started or self._pace_handle is None or media.pacer.is_due(now)
+        ):
             # What is due goes now (an agent streaming in real time: this very frame, no
-            # timer); the rest waits for the timer this arms.
+            # timer); the rest waits for the timer this arms. Behind queued audio with the
+            # writer armed, nothing is due unless its deadline has come: the armed timer is
+            # the earliest deadline (marks included), and it already covers this frame.
             self._pace_due(now)
         if not self._billing_started and self.session.phase is Phase.ACTIVE:
             self._exchanged()
