@@ -342,7 +342,7 @@ def _billing(rows: Sequence[BillingRow]) -> dict[str, Any]:
         return {"checked": 0}
     differ = [r for r in rows if r.billed_units != r.expected_units]
     boundary = sum(1 for r in differ if r.at_unit_boundary)
-    without_agent = sum(1 for r in differ if r.unbilled_without_agent)
+    without_agent = sum(1 for r in differ if r.unbilled_without_agent and not r.at_unit_boundary)
     return {
         "checked": len(rows),
         "mismatched": len(differ) - boundary - without_agent,

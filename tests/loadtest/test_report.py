@@ -149,10 +149,13 @@ def test_a_call_the_agent_never_started_may_bill_nothing() -> None:
         row("unknown", 6_000, 1, 0, 0, "completed", "caller_hangup", 600_000, None),
         # The agent never started but units were billed: the exception does not cover it.
         row("billed", 6_000, 1, 2, 31_000, "completed", "caller_hangup", 600_000, False),
+        # 60 ms sent, never started: within the clocks' reach of 0 as well; counted once.
+        row("tiny", 60, 1, 0, 0, "completed", "caller_hangup", 600_000, False),
     ]
-    assert [r.unbilled_without_agent for r in rows] == [True, False, False, False]
+    assert [r.unbilled_without_agent for r in rows] == [True, False, False, False, True]
     billing = account(raw_run([ok], [record]), rows)["billing"]
-    assert (billing["mismatched"], billing["unbilled_without_agent"]) == (3, 1)
+    counts = ("mismatched", "unbilled_without_agent", "at_unit_boundary")
+    assert tuple(billing[k] for k in counts) == (3, 1, 1)
 
 
 def test_process_figures_over_the_window() -> None:
