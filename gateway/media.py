@@ -132,10 +132,6 @@ class AgentMedia:
         )
         return frames, out
 
-    def next_deadline(self) -> float | None:
-        """When :meth:`release` next has something (monotonic s; may be past)."""
-        return self.pacer.next_deadline()
-
     def unheard(self, now: float) -> bool:
         """Whether any agent audio is still queued here or ahead at the carrier."""
         return self.pacer.queued_frames > 0 or self.pacer.ahead_ms(now) > 0
