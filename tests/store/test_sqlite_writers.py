@@ -100,3 +100,22 @@ async def test_a_failed_writer_hands_the_turn_on(tmp_path: Path) -> None:
         assert await _rows(engine) == list(range(WRITERS))  # the failed insert rolled back
     finally:
         await engine.dispose()
+
+
+async def test_writers_of_two_engines_on_one_file_take_turns_too(tmp_path: Path) -> None:
+    # Inline SQLite sleeps in the busy handler on the loop's own thread: were the turn per
+    # engine, a writer of one engine would wait there for a holder of the other engine
+    # that cannot go on until it returns.
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    engines = [create_engine(url), create_engine(f"sqlite+aiosqlite:///{tmp_path}/./w.db")]
+    for engine in engines:
+        _no_busy_wait(engine)
+    try:
+        await _table(engines[0])
+        granted: list[int] = []
+        await asyncio.gather(*(_writer(engines[i % 2], i, granted) for i in range(WRITERS)))
+        assert granted == list(range(WRITERS))
+        assert await _rows(engines[1]) == list(range(WRITERS))
+    finally:
+        for engine in engines:
+            await engine.dispose()

@@ -1,11 +1,13 @@
-"""Async engines for SQLite (aiosqlite) and PostgreSQL (asyncpg), and transaction helpers.
+"""Async engines for SQLite (run inline) and PostgreSQL (asyncpg), and transaction helpers.
 
-SQLite needs care to give real transactions (SQLAlchemy docs, "Serializable isolation /
-Savepoints / Transactional DDL" for pysqlite/aiosqlite): the driver's own implicit
-``BEGIN`` is switched off and we emit ``BEGIN`` ourselves, ``BEGIN IMMEDIATE`` for write
-transactions. A write transaction therefore takes SQLite's write lock up front, so a
-read-then-write never fails with ``SQLITE_BUSY`` half way; concurrent writers queue on
-``busy_timeout``. WAL lets readers (the call-answer lookups) run beside a writer.
+SQLite runs on the event loop's own thread through :mod:`gateway.store.sql.inline_sqlite`
+(a URL's ``sqlite`` or ``sqlite+aiosqlite`` scheme selects it: no statement waits for a
+worker thread's hand-off). SQLite needs care to give real transactions (SQLAlchemy docs,
+"Serializable isolation / Savepoints / Transactional DDL" for pysqlite): the driver's own
+implicit ``BEGIN`` is switched off and we emit ``BEGIN`` ourselves, ``BEGIN IMMEDIATE``
+for write transactions. A write transaction therefore takes SQLite's write lock up front,
+so a read-then-write never fails with ``SQLITE_BUSY`` half way. WAL lets readers (the
+call-answer lookups) run beside a writer.
 
 Writers of one process take turns on an asyncio lock before they touch SQLite (one per
 engine and event loop, first come first served). SQLite has a single writer anyway, but
@@ -36,6 +38,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from gateway.errors import StateError
+from gateway.store.sql import inline_sqlite
 
 __all__ = [
     "create_engine",
@@ -50,8 +53,14 @@ _SQLITE_BUSY_TIMEOUT_MS = 10_000
 _WRITE_OPTION = "rymi_write"
 
 _WriterTurns = weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
-_SQLITE_WRITERS: weakref.WeakKeyDictionary[sa.Engine, _WriterTurns] = weakref.WeakKeyDictionary()
-"""Per SQLite engine, the writers' lock of each event loop it is used on (see module doc)."""
+_SQLITE_FILES: weakref.WeakKeyDictionary[sa.Engine, str] = weakref.WeakKeyDictionary()
+"""Each SQLite engine's database file (``:memory:`` databases: one per engine)."""
+_WRITER_TURNS: dict[str, _WriterTurns] = {}
+"""Per SQLite database file, the writers' lock of each event loop it is used on (see the
+module doc). Per file, not per engine: two engines on one file in one process (instances
+of a fleet in a test, the reaper's) would otherwise wait for each other in SQLite's busy
+handler, which inline SQLite runs on the loop's own thread, so the holder could never
+finish its transaction."""
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -60,12 +69,14 @@ def create_engine(url: str) -> AsyncEngine:
     For a SQLite file the parent directory is created if missing.
     """
     parsed = make_url(url)
-    engine = create_async_engine(url, hide_parameters=True, pool_pre_ping=False)
+    if parsed.get_backend_name() == "sqlite":
+        parsed = parsed.set(drivername=inline_sqlite.DRIVER)
+    engine = create_async_engine(parsed, hide_parameters=True, pool_pre_ping=False)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         _configure_sqlite(engine)
-        _SQLITE_WRITERS[engine.sync_engine] = weakref.WeakKeyDictionary()
+        _SQLITE_FILES[engine.sync_engine] = _database_file(parsed.database, engine)
     return engine
 
 
@@ -108,16 +119,23 @@ async def write_tx(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
     On SQLite it waits for this process's earlier writers first (see the module doc).
     """
-    async with _writer_turn(engine), engine.connect() as conn:
+    async with _writer_turn(engine), _connected(engine) as conn:
         conn = await conn.execution_options(**{_WRITE_OPTION: True})
         async with conn.begin():
             yield conn
 
 
+def _database_file(database: str | None, engine: AsyncEngine) -> str:
+    if not database or database == ":memory:":
+        return f":memory:{id(engine.sync_engine)}"
+    return str(Path(database).resolve())
+
+
 def _writer_turn(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[object]:
-    turns = _SQLITE_WRITERS.get(engine.sync_engine)
-    if turns is None:
+    database = _SQLITE_FILES.get(engine.sync_engine)
+    if database is None:
         return contextlib.nullcontext()
+    turns = _WRITER_TURNS.setdefault(database, weakref.WeakKeyDictionary())
     loop = asyncio.get_running_loop()
     lock = turns.get(loop)
     if lock is None:
@@ -128,8 +146,28 @@ def _writer_turn(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[
 @contextlib.asynccontextmanager
 async def read_tx(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A read-only transaction (a consistent snapshot on both backends)."""
-    async with engine.connect() as conn, conn.begin():
+    async with _connected(engine) as conn, conn.begin():
         yield conn
+
+
+@contextlib.asynccontextmanager
+async def _connected(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    if engine.sync_engine not in _SQLITE_FILES:
+        # PostgreSQL: giving the connection back can wait on the network, so SQLAlchemy's
+        # context manager runs it in a task of its own that a cancellation cannot cut short.
+        async with engine.connect() as conn:
+            yield conn
+        return
+    # SQLite runs inline (gateway/store/sql/inline_sqlite.py): the close never suspends,
+    # so nothing can cancel it half way, and the task (three turns of a busy loop while
+    # this writer holds its turn) is not needed. One turn of the loop first, so that a
+    # call's set-up (several transactions of 1-2 ms of CPU each) does not hold the loop
+    # for all of them at once while media frames wait.
+    conn = await engine.connect()
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def wall_clock_ms() -> int:

@@ -1,0 +1,97 @@
+"""SQLite statements run on the event loop's own thread (gateway/store/sql/inline_sqlite.py).
+
+A thread-bound driver hands every DBAPI call to its worker and waits for the loop's next
+turn to get the answer back, so under load a short transaction lasted as many loop turns
+as it had hand-offs (hundreds here, with a loop that is never idle). Inline, each
+statement yields exactly one turn, so due media goes first, and nothing else does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.errors import StateError
+from gateway.store.sql.engine import create_engine, db_errors, read_tx, write_tx
+
+
+class LoopTurns:
+    """Counts the loop's turns: a callback that schedules itself again each time."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self.count += 1
+        self._handle = self._loop.call_soon(self._tick)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+
+async def test_each_statement_takes_one_turn_of_the_loop_and_nothing_else_does(
+    tmp_path: Path,
+) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'inline.db'}")
+    try:
+        async with write_tx(engine) as conn:  # connects: the first use opens the file
+            await conn.exec_driver_sql("CREATE TABLE t (i INTEGER PRIMARY KEY, s TEXT)")
+        turns = LoopTurns()
+        async with write_tx(engine) as conn:
+            await conn.execute(sa.text("INSERT INTO t (s) VALUES (:s)"), [{"s": "a"}, {"s": "b"}])
+            await conn.execute(sa.text("UPDATE t SET s = 'c' WHERE i = 2"))
+        async with read_tx(engine) as conn:
+            rows = (await conn.execute(sa.text("SELECT i, s FROM t ORDER BY i"))).all()
+        turns.stop()
+        assert [tuple(r) for r in rows] == [(1, "a"), (2, "c")]
+        # BEGIN IMMEDIATE, INSERT (one executemany), UPDATE; BEGIN, SELECT. Connecting,
+        # COMMIT, reading the rows and giving the connection back take none.
+        assert turns.count == 5
+    finally:
+        await engine.dispose()
+
+
+async def test_statements_run_on_the_loop_thread(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'thread.db'}")
+    seen: list[int] = []
+
+    def where_am_i() -> int:
+        seen.append(threading.get_ident())
+        return 1
+
+    try:
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            raw.driver_connection.create_function("where_am_i", 0, where_am_i)  # type: ignore[union-attr]
+            assert (await conn.execute(sa.text("SELECT where_am_i()"))).scalar_one() == 1
+        assert seen == [threading.get_ident()]
+    finally:
+        await engine.dispose()
+
+
+async def _insert_twice(engine: AsyncEngine) -> None:
+    with db_errors("insert twice"):
+        async with write_tx(engine) as conn:
+            await conn.execute(sa.text("INSERT INTO t (i) VALUES (1)"))
+            await conn.execute(sa.text("INSERT INTO t (i) VALUES (1)"))  # primary key
+
+
+async def test_a_failing_statement_rolls_back_and_is_a_state_error(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'fail.db'}")
+    try:
+        async with write_tx(engine) as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (i INTEGER PRIMARY KEY)")
+        with pytest.raises(StateError, match="insert twice: database error"):
+            await _insert_twice(engine)
+        async with read_tx(engine) as conn:
+            count = (await conn.execute(sa.text("SELECT count(*) FROM t"))).scalar_one()
+        assert count == 0  # the first insert went with the transaction
+    finally:
+        await engine.dispose()
