@@ -47,6 +47,7 @@ from gateway.store.sql.engine import db_errors, insert_ignore, read_tx, wall_clo
 from gateway.webhooks import outbox
 
 __all__ = [
+    "CHECKPOINT_SLICE",
     "CheckpointItem",
     "Finalized",
     "Ledger",
@@ -85,6 +86,9 @@ def _checkpoint_statement() -> sa.Update:
 
 
 _CHECKPOINT = _checkpoint_statement()
+
+CHECKPOINT_SLICE = 50
+"""Checkpoints per statement in :meth:`Ledger.checkpoint_many` (about 1 ms on SQLite)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +191,10 @@ class Ledger(LedgerReportsMixin, LedgerOutboundMixin):
             return
         with db_errors("checkpoint"):
             async with write_tx(self.engine) as conn:
-                await conn.execute(_CHECKPOINT, params)
+                # In slices: on SQLite each statement runs on the loop's thread, and one
+                # executemany of every live call (300 rows, ~5 ms) would hold up their media.
+                for first in range(0, len(params), CHECKPOINT_SLICE):
+                    await conn.execute(_CHECKPOINT, params[first : first + CHECKPOINT_SLICE])
 
     async def finalize(self, end: CallEnd) -> Finalized:
         """Write the call's final record and its debit, exactly once per call.

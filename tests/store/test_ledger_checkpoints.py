@@ -6,12 +6,15 @@ goes down, final calls are left alone, a malformed item writes nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import ValidationError
 from gateway.store.directory import Directory
-from gateway.store.ledger import Ledger
+from gateway.store.ledger import CHECKPOINT_SLICE, Ledger
 from gateway.store.models import CallEnd, CallRecord, CallStatus
 from tests.store.conftest import new_call_id, open_live_calls, row_counts
 
@@ -92,3 +95,27 @@ async def test_a_large_batch_reaches_every_live_call(directory: Directory, ledge
     await ledger.checkpoint_many([(cid, 2_000, T0 + 2_000) for cid in [*unknown, *live]])
     for cid in live:
         assert _usage(await ledger.get_call(cid)) == (2_000, T0 + 2_000)
+
+
+async def test_a_large_batch_goes_in_slices_of_one_transaction(
+    directory: Directory, ledger: Ledger, engine: AsyncEngine
+) -> None:
+    live = await _live_calls(directory, ledger, 3)
+    items = [(cid, 3_000, T0 + 3_000) for cid in [new_call_id() for _ in range(120)]]
+    statements: list[int] = []
+    transactions: list[object] = []
+
+    def count(conn: Any, _cursor: Any, _stmt: str, params: Any, _ctx: Any, many: bool) -> None:
+        if many:
+            statements.append(len(params))
+            transactions.append(conn.get_transaction())
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        await ledger.checkpoint_many([*items, *((cid, 3_000, T0 + 3_000) for cid in live)])
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert statements == [CHECKPOINT_SLICE, CHECKPOINT_SLICE, 123 - 2 * CHECKPOINT_SLICE]
+    assert len(set(map(id, transactions))) == 1  # one transaction: all slices or none
+    for cid in live:
+        assert _usage(await ledger.get_call(cid)) == (3_000, T0 + 3_000)
