@@ -199,12 +199,17 @@ async def agent_row(
     conn: AsyncConnection, tenant_id: str, agent_id: str
 ) -> sa.Row[tuple[object, ...]]:
     """The agent's row if it belongs to the tenant. Raises NotFoundError."""
-    table = schema.agents
-    query = sa.select(table).where(table.c.id == agent_id, table.c.tenant_id == tenant_id)
-    row = (await conn.execute(query)).first()
+    row = (await conn.execute(_AGENT_ROW, {"aid": agent_id, "tid": tenant_id})).first()
     if row is None:
         raise NotFoundError(f"agent {agent_id}: not found")
     return row
+
+
+_AGENT_ROW = sa.select(schema.agents).where(
+    schema.agents.c.id == sa.bindparam("aid", type_=schema.agents.c.id.type),
+    schema.agents.c.tenant_id == sa.bindparam("tid", type_=schema.agents.c.tenant_id.type),
+)
+"""Built once (read on every call's set-up), bound ``aid`` and ``tid``."""
 
 
 def agent_from_prefixed(mapping: sa.RowMapping | Mapping[str, Any], prefix: str = "") -> Agent:

@@ -20,6 +20,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -53,6 +54,36 @@ CARRIER_CREDENTIALS: dict[str, type[CarrierCredentials]] = {
 """Credential class of each supported carrier, by carrier name."""
 
 _MAX_CONCURRENT_CALLS = 100_000
+
+
+def _route_statement() -> sa.Select[Any]:
+    """Number → tenant and agent in one query, bound ``number`` (agent secrets left out)."""
+    n, t, a = schema.numbers, schema.tenants, schema.agents
+    return (
+        sa.select(n.c.number, *[c.label(f"t_{c.name}") for c in t.c])
+        .add_columns(*[c.label(f"a_{c.name}") for c in a.c if c.name != "secret_ciphertext"])
+        .select_from(n.join(t, t.c.id == n.c.tenant_id).outerjoin(a, a.c.id == n.c.agent_id))
+        .where(n.c.number == sa.bindparam("number", type_=n.c.number.type))
+    )
+
+
+def _credentials_statement() -> sa.Select[Any]:
+    """The tenant's active carrier's sealed credentials, bound ``tid``."""
+    table, tenants = schema.carrier_credentials, schema.tenants
+    return (
+        sa.select(table)
+        .join(tenants, tenants.c.id == table.c.tenant_id)
+        .where(table.c.tenant_id == sa.bindparam("tid", type_=table.c.tenant_id.type))
+        .where(table.c.carrier == tenants.c.active_carrier)
+    )
+
+
+# Built once: on every call's set-up, building these cost more CPU than running them.
+_ROUTE = _route_statement()
+_CREDENTIALS = _credentials_statement()
+_TENANT = sa.select(schema.tenants).where(
+    schema.tenants.c.id == sa.bindparam("tid", type_=schema.tenants.c.id.type)
+)
 
 
 class Directory(AgentMixin, ApiKeyMixin):
@@ -193,16 +224,9 @@ class Directory(AgentMixin, ApiKeyMixin):
 
     async def carrier_credentials(self, tenant_id: str) -> CarrierCredentials:
         """The active carrier's credentials, opened. Raises NotFoundError, SecretError."""
-        table = schema.carrier_credentials
-        query = (
-            sa.select(table)
-            .join(schema.tenants, schema.tenants.c.id == table.c.tenant_id)
-            .where(table.c.tenant_id == tenant_id)
-            .where(table.c.carrier == schema.tenants.c.active_carrier)
-        )
         with db_errors("get carrier credentials"):
             async with read_tx(self.engine) as conn:
-                row = (await conn.execute(query)).first()
+                row = (await conn.execute(_CREDENTIALS, {"tid": tenant_id})).first()
         if row is None:
             raise NotFoundError(f"tenant {tenant_id}: no carrier connected")
         carrier = str(row.carrier)
@@ -284,16 +308,9 @@ class Directory(AgentMixin, ApiKeyMixin):
             NotFoundError: the number is not registered.
         """
         validate_e164(number)
-        n, t, a = schema.numbers, schema.tenants, schema.agents
-        query = (
-            sa.select(n.c.number, *[c.label(f"t_{c.name}") for c in t.c])
-            .add_columns(*[c.label(f"a_{c.name}") for c in a.c if c.name != "secret_ciphertext"])
-            .select_from(n.join(t, t.c.id == n.c.tenant_id).outerjoin(a, a.c.id == n.c.agent_id))
-            .where(n.c.number == number)
-        )
         with db_errors("resolve number"):
             async with read_tx(self.engine) as conn:
-                row = (await conn.execute(query)).first()
+                row = (await conn.execute(_ROUTE, {"number": number})).first()
         if row is None:
             raise NotFoundError(f"number {number}: not registered")
         mapping = row._mapping
@@ -324,8 +341,7 @@ async def _assigned_event(
 
 
 async def _tenant(conn: AsyncConnection, tenant_id: str) -> Tenant:
-    query = sa.select(schema.tenants).where(schema.tenants.c.id == tenant_id)
-    row = (await conn.execute(query)).first()
+    row = (await conn.execute(_TENANT, {"tid": tenant_id})).first()
     if row is None:
         raise NotFoundError(f"tenant {tenant_id}: not found")
     return _tenant_from(row)

@@ -55,10 +55,15 @@ def new_delivery_id() -> str:
     return "dlv_" + secrets.token_hex(16)
 
 
+_SUBSCRIPTIONS = sa.select(_E.id, _E.events).where(
+    _E.tenant_id == sa.bindparam("tid", type_=_E.tenant_id.type)
+)
+"""Built once: every call's finalize asks it (the tenant's endpoints)."""
+
+
 async def subscriptions(conn: AsyncConnection, tenant_id: str) -> dict[str, frozenset[str]]:
     """The tenant's endpoints and the event types each subscribes to."""
-    query = sa.select(_E.id, _E.events).where(_E.tenant_id == tenant_id)
-    rows = (await conn.execute(query)).all()
+    rows = (await conn.execute(_SUBSCRIPTIONS, {"tid": tenant_id})).all()
     return {str(row.id): frozenset(json.loads(row.events)) for row in rows}
 
 

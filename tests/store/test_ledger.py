@@ -312,6 +312,10 @@ async def test_balance_is_the_sum_of_transactions(directory: Directory, ledger: 
     assert await ledger.adjust(tenant_id, -2_500_000, "refund of a test call") == 7_500_000
     kinds = [(t.kind, t.amount_micros) for t in await ledger.transactions(tenant_id)]
     assert kinds == [("adjustment", -2_500_000), ("topup", 10_000_000)]
+    other = await _tenant_id(directory)
+    await ledger.top_up(other, 3_000_000, "card")
+    assert await ledger.balance_micros(other) == 3_000_000  # each tenant its own rows only
+    assert await ledger.balance_micros(tenant_id) == 7_500_000
 
 
 @pytest.mark.parametrize("amount", [0, -1, 10**12 + 1, 1.5, True])

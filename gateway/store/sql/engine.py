@@ -177,9 +177,14 @@ def wall_clock_ms() -> int:
 
 async def insert_ignore(conn: AsyncConnection, table: sa.Table, values: dict[str, Any]) -> bool:
     """``INSERT ... ON CONFLICT DO NOTHING``; returns whether the row was inserted."""
-    if conn.dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(table).values(values).on_conflict_do_nothing()
-    else:
-        stmt = sqlite.insert(table).values(values).on_conflict_do_nothing()
-    result = await conn.execute(stmt)
+    key = (conn.dialect.name, table)
+    stmt = _INSERTS_IGNORING.get(key)
+    if stmt is None:
+        insert = postgresql.insert if key[0] == "postgresql" else sqlite.insert
+        stmt = _INSERTS_IGNORING[key] = insert(table).on_conflict_do_nothing()
+    result = await conn.execute(stmt, values)  # the columns are the keys of ``values``
     return bool(result.rowcount == 1)
+
+
+_INSERTS_IGNORING: dict[tuple[str, sa.Table], Any] = {}
+"""``insert_ignore``'s statement per dialect and table, built once (call set-up runs it)."""
