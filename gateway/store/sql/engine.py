@@ -10,11 +10,11 @@ so a read-then-write never fails with ``SQLITE_BUSY`` half way. WAL lets readers
 call-answer lookups) run beside a writer.
 
 Writers of one process take turns on an asyncio lock before they touch SQLite (one per
-engine and event loop, first come first served). SQLite has a single writer anyway, but
-its busy handler makes the others *sleep* and retry (1, 2, 5, 10 ... 100 ms steps,
-``sqliteDefaultBusyCallback`` in sqlite3's main.c), so under call churn a finalize could
-wait 0.5 s behind a few short transactions and lose the race to later arrivals; the
-lock hands the write lock over in order, at once. ``busy_timeout`` still covers other
+database file and event loop, first come first served). SQLite has a single writer
+anyway, but its busy handler makes the others *sleep* and retry (1, 2, 5, 10 ... 100 ms
+steps, ``sqliteDefaultBusyCallback`` in sqlite3's main.c), on the loop's own thread now:
+a writer that met its own process's lock there would stall every call and could never
+be let in. The lock hands the write lock over in order, at once. ``busy_timeout`` still covers other
 processes on the same file (``rymi-gateway admin``). PostgreSQL has row locks: no turn.
 
 Every engine is created with ``hide_parameters=True``: bound values (account ids, key
@@ -160,9 +160,7 @@ async def _connected(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         return
     # SQLite runs inline (gateway/store/sql/inline_sqlite.py): the close never suspends,
     # so nothing can cancel it half way, and the task (three turns of a busy loop while
-    # this writer holds its turn) is not needed. One turn of the loop first, so that a
-    # call's set-up (several transactions of 1-2 ms of CPU each) does not hold the loop
-    # for all of them at once while media frames wait.
+    # this writer holds its turn) is not needed.
     conn = await engine.connect()
     try:
         yield conn
