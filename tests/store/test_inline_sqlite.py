@@ -95,3 +95,33 @@ async def test_a_failing_statement_rolls_back_and_is_a_state_error(tmp_path: Pat
         assert count == 0  # the first insert went with the transaction
     finally:
         await engine.dispose()
+
+
+async def test_a_writer_cancelled_between_statements_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'cancel.db'}")
+
+    async def writer(rows: int) -> None:
+        async with write_tx(engine) as conn:
+            for i in range(rows):
+                await conn.execute(sa.text("INSERT INTO t (i) VALUES (:i)"), {"i": i})
+
+    try:
+        async with write_tx(engine) as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (i INTEGER)")
+        for turns in range(1, 8):  # cancelled at each statement's turn in turn
+            task = asyncio.create_task(writer(10))
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        async with asyncio.timeout(5):  # a writer's turn never given back would hang here
+            await writer(3)
+        async with read_tx(engine) as conn:
+            count = (await conn.execute(sa.text("SELECT count(*) FROM t"))).scalar_one()
+        assert count == 3
+        assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
