@@ -9,7 +9,6 @@ statement yields exactly one turn, so due media goes first, and nothing else doe
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import StateError
-from gateway.store.sql import inline_sqlite
 from gateway.store.sql.engine import create_engine, db_errors, read_tx, write_tx
 
 
@@ -45,45 +43,17 @@ async def test_each_statement_takes_one_turn_of_the_loop_and_nothing_else_does(
     try:
         async with write_tx(engine) as conn:  # connects: the first use opens the file
             await conn.exec_driver_sql("CREATE TABLE t (i INTEGER PRIMARY KEY, s TEXT)")
-            await conn.execute(sa.text("INSERT INTO t (s) VALUES (:s)"), [{"s": "a"}, {"s": "b"}])
         turns = LoopTurns()
         async with write_tx(engine) as conn:
-            await conn.execute(sa.text("UPDATE t SET s = 'c' WHERE i = 3"))  # no such row
+            await conn.execute(sa.text("INSERT INTO t (s) VALUES (:s)"), [{"s": "a"}, {"s": "b"}])
+            await conn.execute(sa.text("UPDATE t SET s = 'c' WHERE i = 2"))
         async with read_tx(engine) as conn:
             rows = (await conn.execute(sa.text("SELECT i, s FROM t ORDER BY i"))).all()
         turns.stop()
-        assert [tuple(r) for r in rows] == [(1, "a"), (2, "b")]
-        # BEGIN IMMEDIATE, UPDATE; BEGIN, SELECT. Connecting, a COMMIT with nothing to
-        # write, reading the rows and giving the connection back take none.
-        assert turns.count == 4
-    finally:
-        await engine.dispose()
-
-
-async def test_a_commit_that_writes_runs_in_a_worker_thread_while_the_loop_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    committed_on: list[int] = []
-    original = inline_sqlite._Connection.commit
-
-    def commit(self: sqlite3.Connection) -> None:
-        committed_on.append(threading.get_ident())
-        original(self)
-
-    monkeypatch.setattr(inline_sqlite._Connection, "commit", commit)
-    engine = create_engine(f"sqlite:///{tmp_path / 'commit.db'}")
-    try:
-        async with write_tx(engine) as conn:
-            await conn.exec_driver_sql("CREATE TABLE t (i INTEGER)")  # DDL: no row changed
-        async with write_tx(engine) as conn:
-            await conn.execute(sa.text("INSERT INTO t (i) VALUES (1)"))
-        async with read_tx(engine) as conn:
-            count = (await conn.execute(sa.text("SELECT count(*) FROM t"))).scalar_one()
-        assert count == 1
-        loop_thread = threading.get_ident()
-        ddl, insert, read = committed_on
-        assert ddl == read == loop_thread  # nothing to sync: committed inline
-        assert insert != loop_thread  # its WAL fsync waited off the loop
+        assert [tuple(r) for r in rows] == [(1, "a"), (2, "c")]
+        # BEGIN IMMEDIATE, INSERT (one executemany), UPDATE; BEGIN, SELECT. Connecting,
+        # COMMIT, reading the rows and giving the connection back take none.
+        assert turns.count == 5
     finally:
         await engine.dispose()
 

@@ -13,16 +13,15 @@ This dialect is the ``pysqlite`` dialect (the standard library's ``sqlite3``) de
 async, so :func:`sqlalchemy.ext.asyncio.create_async_engine` takes it and the store's
 ``await conn.execute(...)`` code is unchanged. Each statement yields one turn of the loop
 before it runs, so media frames that are due go first and a call's set-up (a dozen
-statements of 0.1-1 ms of CPU) is cut into short pieces instead of one long one;
-connecting, reading rows and closing take no turn. The commit of a transaction that
-changed rows goes to a worker thread: that is where SQLite waits on the disk (the WAL
-``fsync`` of ``synchronous=FULL``, 0.2-0.6 ms here, and the WAL checkpoint it runs every
-thousand pages), and ``sqlite3`` lets go of the GIL meanwhile. What remains on the loop:
+statements of 0.1-1 ms of CPU) is cut into short pieces instead of one long one; connect,
+commit and close take no turn. Costs, accepted for a single node's embedded database:
 
-* SQLite's CPU work, one statement at a time;
+* the loop waits while SQLite works, including the WAL ``fsync`` of each commit
+  (``synchronous=FULL``: 0.13 ms on this project's machine) and, every thousand pages of
+  WAL, SQLite's automatic checkpoint (a few ms);
 * writers of this process take turns (:mod:`gateway.store.sql.engine`), so the only lock
   wait left is another process's transaction (``rymi-gateway admin``), up to
-  ``busy_timeout``, on the loop's thread.
+  ``busy_timeout``.
 
 A fleet uses PostgreSQL (asyncpg), which this module does not touch.
 """
@@ -59,17 +58,8 @@ class _Cursor(sqlite3.Cursor):
 class _Connection(sqlite3.Connection):
     """``sqlite3``'s connection, making :class:`_Cursor` cursors."""
 
-    changes_settled = 0
-    """``total_changes`` when this connection last committed or rolled back."""
-
     def cursor(self, factory: Any = _Cursor) -> Any:
         return super().cursor(factory)
-
-    def wrote_since_settled(self) -> bool:
-        """Whether the transaction now ending changed rows; resets the count."""
-        total = self.total_changes
-        wrote, self.changes_settled = total != self.changes_settled, total
-        return wrote
 
 
 def _turn_of_the_loop() -> None:
@@ -87,31 +77,11 @@ class InlineSQLiteDialect(SQLiteDialect_pysqlite):
     driver = "rymi_inline"
     is_async = True
     supports_statement_cache = True
-    commits_off_loop = False
 
     def create_connect_args(self, url: URL) -> Any:
         args, kwargs = super().create_connect_args(url)
         kwargs["factory"] = _Connection
-        # A file's connections may be used from a worker thread (pysqlite's default for
-        # files, check_same_thread=False): only the commit of a write goes there.
-        self.commits_off_loop = self._is_url_file_db(url)
         return args, kwargs
-
-    def do_commit(self, dbapi_connection: Any) -> None:
-        if self.commits_off_loop and in_greenlet() and dbapi_connection.wrote_since_settled():
-            # The WAL fsync of the commit (synchronous=FULL), and the WAL checkpoint that
-            # SQLite runs in the commit crossing a thousand pages, happen in a worker
-            # thread: sqlite3 lets go of the GIL while it waits on the disk, so due media
-            # goes on meanwhile. Shielded: a cancelled caller does not cut a commit in two.
-            loop = asyncio.get_running_loop()
-            await_(asyncio.shield(loop.run_in_executor(None, dbapi_connection.commit)))
-            return
-        dbapi_connection.commit()
-
-    def do_rollback(self, dbapi_connection: Any) -> None:
-        if isinstance(dbapi_connection, _Connection):
-            dbapi_connection.wrote_since_settled()  # nothing of it remains to commit
-        dbapi_connection.rollback()
 
     @classmethod
     def get_pool_class(cls, url: URL) -> type[pool.Pool]:
