@@ -9,6 +9,7 @@ statement yields exactly one turn, so due media goes first, and nothing else doe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from pathlib import Path
 
@@ -123,5 +124,34 @@ async def test_a_writer_cancelled_between_statements_leaves_nothing_behind(
             count = (await conn.execute(sa.text("SELECT count(*) FROM t"))).scalar_one()
         assert count == 3
         assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_cancelled_writer_is_rolled_back_and_a_finished_one_committed(
+    tmp_path: Path,
+) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'settled.db'}")
+
+    async def writer(value: int) -> None:
+        async with write_tx(engine) as conn:
+            await conn.execute(sa.text("INSERT INTO t (i) VALUES (:i)"), {"i": value})
+
+    try:
+        async with write_tx(engine) as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (i INTEGER)")
+        finished = []
+        for turns in range(1, 6):  # cancelled before, during and after its statements
+            task = asyncio.create_task(writer(turns))
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+                finished.append(turns)
+        async with read_tx(engine) as conn:
+            rows = (await conn.execute(sa.text("SELECT i FROM t ORDER BY i"))).scalars().all()
+        assert 0 < len(finished) < 5  # some were cut short, some were not
+        assert list(rows) == finished  # exactly the writers that finished, nothing half
     finally:
         await engine.dispose()
