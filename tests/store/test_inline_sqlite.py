@@ -9,9 +9,10 @@ statement yields exactly one turn, so due media goes first, and nothing else doe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -98,31 +99,41 @@ async def test_a_failing_statement_rolls_back_and_is_a_state_error(tmp_path: Pat
         await engine.dispose()
 
 
+async def _finished_despite_a_cancel(turns: int, work: Coroutine[Any, Any, None]) -> bool:
+    """Run ``work``, cancel it after ``turns`` turns of the loop; whether it had finished."""
+    task = asyncio.create_task(work)
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        return False
+    return True
+
+
+async def _writes(engine: AsyncEngine, values: Sequence[int]) -> None:
+    async with write_tx(engine) as conn:
+        for value in values:
+            await conn.execute(sa.text("INSERT INTO t (i) VALUES (:i)"), {"i": value})
+
+
+async def _column(engine: AsyncEngine) -> list[int]:
+    async with read_tx(engine) as conn:
+        return list((await conn.execute(sa.text("SELECT i FROM t ORDER BY i"))).scalars())
+
+
 async def test_a_writer_cancelled_between_statements_leaves_nothing_behind(
     tmp_path: Path,
 ) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'cancel.db'}")
-
-    async def writer(rows: int) -> None:
-        async with write_tx(engine) as conn:
-            for i in range(rows):
-                await conn.execute(sa.text("INSERT INTO t (i) VALUES (:i)"), {"i": i})
-
     try:
-        async with write_tx(engine) as conn:
-            await conn.exec_driver_sql("CREATE TABLE t (i INTEGER)")
-        for turns in range(1, 8):  # cancelled at each statement's turn in turn
-            task = asyncio.create_task(writer(10))
-            for _ in range(turns):
-                await asyncio.sleep(0)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+        await _writes_table(engine)
+        for turns in range(1, 8):  # cancelled at each of its statements' turns
+            assert not await _finished_despite_a_cancel(turns, _writes(engine, range(10)))
         async with asyncio.timeout(5):  # a writer's turn never given back would hang here
-            await writer(3)
-        async with read_tx(engine) as conn:
-            count = (await conn.execute(sa.text("SELECT count(*) FROM t"))).scalar_one()
-        assert count == 3
+            await _writes(engine, range(3))
+        assert await _column(engine) == [0, 1, 2]
         assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     finally:
         await engine.dispose()
@@ -132,26 +143,19 @@ async def test_a_cancelled_writer_is_rolled_back_and_a_finished_one_committed(
     tmp_path: Path,
 ) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'settled.db'}")
-
-    async def writer(value: int) -> None:
-        async with write_tx(engine) as conn:
-            await conn.execute(sa.text("INSERT INTO t (i) VALUES (:i)"), {"i": value})
-
     try:
-        async with write_tx(engine) as conn:
-            await conn.exec_driver_sql("CREATE TABLE t (i INTEGER)")
-        finished = []
-        for turns in range(1, 6):  # cancelled before, during and after its statements
-            task = asyncio.create_task(writer(turns))
-            for _ in range(turns):
-                await asyncio.sleep(0)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-                finished.append(turns)
-        async with read_tx(engine) as conn:
-            rows = (await conn.execute(sa.text("SELECT i FROM t ORDER BY i"))).scalars().all()
+        await _writes_table(engine)
+        finished = [
+            turns
+            for turns in range(1, 6)  # cancelled before, during and after its statements
+            if await _finished_despite_a_cancel(turns, _writes(engine, [turns]))
+        ]
         assert 0 < len(finished) < 5  # some were cut short, some were not
-        assert list(rows) == finished  # exactly the writers that finished, nothing half
+        assert await _column(engine) == finished  # exactly the finished ones, nothing half
     finally:
         await engine.dispose()
+
+
+async def _writes_table(engine: AsyncEngine) -> None:
+    async with write_tx(engine) as conn:
+        await conn.exec_driver_sql("CREATE TABLE t (i INTEGER)")
