@@ -113,9 +113,6 @@ _CALL = sa.select(schema.calls).where(_C.id == sa.bindparam("cid", type_=_C.id.t
 _TENANT_EXISTS = sa.select(schema.tenants.c.id).where(
     schema.tenants.c.id == sa.bindparam("tid", type_=schema.tenants.c.id.type)
 )
-_BALANCE = sa.select(sa.func.coalesce(sa.func.sum(schema.ledger.c.amount_micros), 0)).where(
-    schema.ledger.c.tenant_id == sa.bindparam("tid", type_=schema.ledger.c.tenant_id.type)
-)
 _LEDGER_ROW = sa.insert(schema.ledger)  # the columns are the keys of the parameters
 _TENANT_BALANCE = sa.select(
     schema.tenants.c.id,
@@ -383,16 +380,13 @@ class Ledger(LedgerReportsMixin, LedgerOutboundMixin):
                 await _require_tenant(conn, tenant_id)
                 values["created_at_ms"] = self.clock()
                 await conn.execute(_LEDGER_ROW, values)
-                return await _balance(conn, tenant_id)
+                return await _tenant_balance(conn, tenant_id)
 
     async def balance_micros(self, tenant_id: str) -> int:
         """The tenant's balance: the sum of its transactions, in micro-dollars."""
         with db_errors("read balance"):
             async with read_tx(self.engine) as conn:
-                row = (await conn.execute(_TENANT_BALANCE, {"tid": tenant_id})).first()
-        if row is None:
-            raise NotFoundError(f"tenant {tenant_id}: not found")
-        return int(row.balance)
+                return await _tenant_balance(conn, tenant_id)
 
     async def transactions(self, tenant_id: str, limit: int = 100) -> list[Transaction]:
         """The tenant's most recent transactions, newest first."""
@@ -417,8 +411,11 @@ async def _require_tenant(conn: AsyncConnection, tenant_id: str) -> None:
         raise NotFoundError(f"tenant {tenant_id}: not found")
 
 
-async def _balance(conn: AsyncConnection, tenant_id: str) -> int:
-    return int((await conn.execute(_BALANCE, {"tid": tenant_id})).scalar_one())
+async def _tenant_balance(conn: AsyncConnection, tenant_id: str) -> int:
+    row = (await conn.execute(_TENANT_BALANCE, {"tid": tenant_id})).first()
+    if row is None:
+        raise NotFoundError(f"tenant {tenant_id}: not found")
+    return int(row.balance)
 
 
 async def _call(conn: AsyncConnection, call_id: str) -> CallRecord:
