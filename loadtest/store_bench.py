@@ -100,7 +100,7 @@ async def measure(settings: Settings, repeat: int) -> list[OpFigures]:
         route = await state.directory.resolve_number(tw.number)
         figures = []
         for name, op in _operations(state, tw, route).items():
-            await op(repeat)  # warm: statement caches, a pooled connection (index unused)
+            await op(repeat)  # warm: statement caches, a pooled connection (a call of its own)
             cpu_us, wall_us = await _time(op, repeat)
             figures.append(OpFigures(name, cpu_us, wall_us))
         return figures
