@@ -51,6 +51,9 @@ class StreamMatch:
     ``allowed(k) = max(sent(k), ear(k-1) - (L - 1) * duration)``, where its ear plays
     each frame from ``max(allowed(k), ear(k-1))`` to ``ear(k)``; the service latency is
     ``max(0, received(k) - allowed(k))``. Empty unless ``receiver_rate`` is given."""
+    sent_at: list[float]
+    """Per latency counted: the send time of its frame (monotonic s), so that a report
+    can take the figures of a window apart (e.g. all calls up, no set-up running)."""
     sent_frames: int
     """Frames sent in the accounted window."""
     received_frames: int
@@ -99,6 +102,7 @@ def match_stream(
         ends.append(total)
     latencies: list[float] = []
     service: list[float] = []
+    counted_sent_at: list[float] = []
     got = 0.0
     ear = -math.inf  # when the ideal pacer's listener has played the previous message
     for at, samples in received:
@@ -113,6 +117,7 @@ def match_stream(
         ear = max(allowed, ear) + duration
         if count_from <= sent_at:
             latencies.append((at - sent_at) * 1000)
+            counted_sent_at.append(sent_at)
             if receiver_rate:
                 service.append(max(0.0, at - allowed) * 1000)
     counted = [end for (at, _), end in zip(sent, ends, strict=True) if at <= count_until]
@@ -123,6 +128,7 @@ def match_stream(
     return StreamMatch(
         latencies_ms=latencies,
         service_ms=service,
+        sent_at=counted_sent_at,
         sent_frames=len(counted),
         received_frames=math.floor(got / frame_samples + 1e-9),
         lost_frames=lost,

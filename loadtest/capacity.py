@@ -8,7 +8,9 @@ pacing-jitter p99 are within their limits, and the ``/healthz`` probe p99 (the
 gateway's event-loop lag) is within its limit (outbound latency is judged *beyond
 pacing*, without the playout queue, which is reported next to it). The search stops
 at the first level that is not clean and reports the highest clean one, with the
-gateway's CPU and memory per call there.
+gateway's CPU and memory per call there. Each level also shows the added p99 of the
+frames sent while all its calls were up (none being set up or torn down), beside the
+whole run's; the verdict uses the whole run's, set-up included.
 
 The load tester shares the machine: when its *own* send lateness p99 exceeds
 ``max_tester_lateness_ms`` the level is marked ``tester saturated`` (the figures would
@@ -53,6 +55,8 @@ def judge(report: dict[str, Any], limits: Limits) -> dict[str, Any]:
         "inbound_p99_ms": lat["inbound"]["p99"],
         "outbound_p99_ms": lat["outbound_service"]["p99"],
         "queue_p99_ms": lat["outbound"]["p99"],
+        "inbound_steady_p99_ms": lat["inbound_steady"]["p99"],
+        "outbound_steady_p99_ms": lat["outbound_service_steady"]["p99"],
         "jitter_p99_ms": lat["pacing_jitter"]["p99"],
         "probe_p99_ms": lat["healthz_probe"]["p99"],
         "tester_lateness_p99_ms": lat["tester_lateness"]["p99"],

@@ -33,7 +33,9 @@ def mark(ok: bool) -> str:
 _LATENCIES = (
     ("answer", "answer (HTTP)"),
     ("inbound", "added: carrier → agent"),
+    ("inbound_steady", "  … all calls up"),
     ("outbound_service", "added: agent → carrier"),
+    ("outbound_service_steady", "  … all calls up"),
     ("outbound", "  … with playout queue"),
     ("pacing_jitter", "pacing jitter |Δ-20ms|"),
     ("agent_connect", "agent connect"),
@@ -51,7 +53,9 @@ def print_report(
     for column in ("count", "p50", "p90", "p99", "p99.9", "max"):
         table.add_column(column, justify="right")
     for key, label in _LATENCIES:
-        row = report["latency_ms"][key]
+        row = report["latency_ms"].get(key)
+        if row is None:
+            continue  # (a soak's report has no steady window of its own: each batch is one)
         cells = [_fmt(row[c]) for c in ("p50", "p90", "p99", "p99.9", "max")]
         table.add_row(label, str(row["count"]), *cells)
     console.print(table)
@@ -112,7 +116,9 @@ def print_soak(console: Console, report: Mapping[str, Any]) -> None:
 def print_levels(console: Console, levels: Sequence[Mapping[str, Any]]) -> None:
     """The capacity search's steps."""
     table = Table(title="capacity search", title_justify="left")
-    for column in ("calls", "clean", "in p99", "out p99", "queue p99", "jitter p99", "probe p99"):
+    for column in ("calls", "clean", "in p99", "out p99", "all up: in/out p99", "queue p99"):
+        table.add_column(column, justify="right")
+    for column in ("jitter p99", "probe p99"):
         table.add_column(column, justify="right")
     for column in ("lost",):
         table.add_column(column, justify="right")
@@ -124,6 +130,7 @@ def print_levels(console: Console, levels: Sequence[Mapping[str, Any]]) -> None:
             "yes" if level["clean"] else "no",
             _fmt(level["inbound_p99_ms"]),
             _fmt(level["outbound_p99_ms"]),
+            f"{_fmt(level['inbound_steady_p99_ms'])} / {_fmt(level['outbound_steady_p99_ms'])}",
             _fmt(level["queue_p99_ms"]),
             _fmt(level["jitter_p99_ms"]),
             _fmt(level["probe_p99_ms"]),

@@ -45,6 +45,9 @@ SCHEMA = "rymi-loadtest/1"
 _AGENT_RATE = 16000  # the agent protocol's default PCM16 rate (docs/agent-protocol.md)
 _SETTLE_S = 0.1  # after the agent's start: the audio held while it connected is flushed
 _IN_FLIGHT_S = 0.2
+_STEADY = ("inbound_steady", "outbound_service_steady")
+"""The added latencies again, of frames sent in the steady window only: every call up,
+none being set up or torn down (the window the CPU figures use)."""
 BOUNDARY_TOLERANCE_MS = 100
 _LONGEST_CALL_MS = 7_200_000  # the largest maxCallDuration (docs/state.md)
 """How far apart the gateway's billing clock and the frames sent may be (BillingRow)."""
@@ -152,15 +155,15 @@ def account(raw: RawRun, billing: Sequence[BillingRow] = ()) -> dict[str, Any]:
     results = sorted(raw.results, key=lambda r: r.plan.index)
     answered = [r for r in results if r.answered]
     frames = Counter[str]()
-    kinds = ("inbound", "outbound", "outbound_service", "connect", "jitter")
+    kinds = ("inbound", "outbound", "outbound_service", "connect", "jitter", *_STEADY)
     lat: dict[str, list[float]] = {k: [] for k in kinds}
     per_carrier: dict[str, Counter[str]] = {}
     rows = {r.plan.index: _call_row(r) for r in results}
+    window = _steady_window(raw, answered)
     for result in answered:
-        counts = _account_call(result, raw, lat, rows[result.plan.index])
+        counts = _account_call(result, raw, lat, rows[result.plan.index], window)
         frames.update(counts)
         per_carrier.setdefault(result.plan.carrier, Counter()).update(counts)
-    window = _steady_window(raw, answered)
     sent = frames["sent"]
     lost = frames["lost_inbound"] + frames["lost_outbound"] + frames["content_lost"]
     report: dict[str, Any] = {
@@ -191,11 +194,14 @@ def account(raw: RawRun, billing: Sequence[BillingRow] = ()) -> dict[str, Any]:
             "inbound": summarize(lat["inbound"]).as_dict(),
             "outbound": summarize(lat["outbound"]).as_dict(),
             "outbound_service": summarize(lat["outbound_service"]).as_dict(),
+            "inbound_steady": summarize(lat["inbound_steady"]).as_dict(),
+            "outbound_service_steady": summarize(lat["outbound_service_steady"]).as_dict(),
             "agent_connect": summarize(lat["connect"]).as_dict(),
             "pacing_jitter": summarize(lat["jitter"]).as_dict(),
             "tester_lateness": summarize(_chain(r.lateness_ms for r in answered)).as_dict(),
             "healthz_probe": summarize(raw.probes_ms).as_dict(),
         },
+        "steady_window_s": [round(window[0] - raw.began, 3), round(window[1] - raw.began, 3)],
         "healthz_failures": raw.probe_failures,
         "gateway": process_figures(raw.gateway, window, len(answered)),
         "agent_server": process_figures(raw.agent, window, len(answered)) if raw.agent else None,
@@ -233,6 +239,14 @@ def _chain(parts: Iterable[Sequence[float]]) -> list[float]:
     return [v for part in parts for v in part]
 
 
+def _within(
+    window: tuple[float, float], sent_at: Sequence[float], values: Sequence[float]
+) -> list[float]:
+    """The ``values`` whose frame was sent inside ``window`` (aligned with ``sent_at``)."""
+    start, end = window
+    return [v for at, v in zip(sent_at, values, strict=True) if start <= at <= end]
+
+
 def _steady_window(raw: RawRun, answered: Sequence[CallResult]) -> tuple[float, float]:
     """From the last call's start (+1 s) to the first hang-up (-0.5 s): all calls live."""
     ends = [r.ended_at for r in answered if r.ended_at is not None]
@@ -245,6 +259,7 @@ def _account_call(
     raw: RawRun,
     lat: dict[str, list[float]],
     row: dict[str, Any],
+    window: tuple[float, float],
 ) -> Counter[str]:
     carrier = result.plan.carrier
     fmt = CARRIER_FORMATS[carrier]
@@ -304,6 +319,8 @@ def _account_call(
     lat["inbound"].extend(inbound.latencies_ms)
     lat["outbound"].extend(outbound.latencies_ms)
     lat["outbound_service"].extend(outbound.service_ms)
+    lat["inbound_steady"].extend(_within(window, inbound.sent_at, inbound.latencies_ms))
+    lat["outbound_service_steady"].extend(_within(window, outbound.sent_at, outbound.service_ms))
     for name, match in (("inbound", inbound), ("outbound", outbound)):
         figures = summarize(match.latencies_ms)
         row[f"{name}_ms"] = {"p50": _r(figures.p50), "p99": _r(figures.p99), "max": _r(figures.max)}

@@ -53,6 +53,16 @@ def test_count_from_leaves_out_audio_held_while_the_agent_connected() -> None:
     received = [(0.05, 160)] * 3 + [(t + 0.001, 160) for t, _ in sent[3:]]
     match = match_stream(sent, received, ratio=1, frame_samples=160, count_from=0.05)
     assert match.latencies_ms == pytest.approx([1.0, 1.0, 1.0])
+    # Each latency counted keeps its frame's send time: a report can take a window apart.
+    assert match.sent_at == pytest.approx([0.06, 0.08, 0.1])
+
+
+def test_bigger_receiver_messages_keep_the_send_time_of_the_frame_completing_them() -> None:
+    sent = frames_at([i * 0.02 for i in range(4)], 160)
+    received = [(0.03, 320), (0.07, 320)]
+    match = match_stream(sent, received, ratio=1, frame_samples=160, receiver_rate=8000)
+    assert match.sent_at == pytest.approx([0.02, 0.06])
+    assert len(match.service_ms) == len(match.latencies_ms) == 2
 
 
 def test_bigger_receiver_messages_match_the_frame_completing_them() -> None:

@@ -72,6 +72,30 @@ def test_report_counts_frames_and_latencies() -> None:
     assert [row["frames_sent"] for row in report["per_call"]] == [250, 250, 250]
 
 
+def test_steady_latencies_count_only_frames_sent_while_all_calls_were_up() -> None:
+    """The ramp ends at 100 s: frames sent before 101 s (set-up still running) took 15 ms.
+
+    The whole run's p99 shows them; the steady figures (101 s to the first hang-up less
+    0.5 s) do not, and the report says which window that was.
+    """
+    calls = [probe_call(i, 250) for i in range(2)]
+    for result, record in calls:
+        timing = record["timing"]
+        delays = [0.015 if t < 101.0 else 0.001 for t in result.sent_at]
+        timing["in_at"] = [t + d for t, d in zip(result.sent_at, delays, strict=True)]
+        timing["out_at"] = [t + 0.001 for t in result.sent_at]
+        _hear(result, [t + d for t, d in zip(timing["out_at"], delays, strict=True)])
+    report = account(raw_run([c for c, _ in calls], [r for _, r in calls]))
+    latency = report["latency_ms"]
+    pairs = (("inbound", "inbound_steady"), ("outbound_service", "outbound_service_steady"))
+    for whole, steady in pairs:
+        assert latency[whole]["p99"] == pytest.approx(15.0)
+        assert latency[steady]["p50"] == latency[steady]["p99"] == pytest.approx(1.0)
+    # 101 s to 104.99 s (the first hang-up, at the last frame + 10 ms) less 0.5 s.
+    assert report["steady_window_s"] == pytest.approx([2.0, 5.49])
+    assert latency["inbound_steady"]["count"] == 2 * 175  # frames sent in 101-104.49 s
+
+
 def test_lost_outbound_frames_are_counted_before_the_hang_up_only() -> None:
     result, record = probe_call(0, 250, lose_outbound=30)
     report = account(raw_run([result], [record]))
