@@ -176,21 +176,29 @@ def gateway_loop(log: str) -> str | None:
 
 
 def round_summary(report: Mapping[str, Any]) -> dict[str, Any]:
-    """What ``compare`` keeps of one run report: :data:`FIGURES`, frames, calls, verdict."""
+    """What ``compare`` keeps of one run report: :data:`FIGURES`, frames, calls, verdict.
+
+    The verdict is the report's objectives and every planned call completed.
+    """
     figures = {name: _at(report, path) for name, path in FIGURES.items()}
     frames, calls = report["frames"], report["calls"]
+    # A round whose calls did not all complete measured something else than the load
+    # asked for (a gateway that answered nothing costs no CPU "per call"): never ok.
+    complete = calls["completed"] == calls["planned"]
     return figures | {
         "frames_sent": frames.get("sent", 0),
         "frames_lost": sum(frames.get(k, 0) for k in _LOST),
         "frames_misordered": sum(frames.get(k, 0) for k in _MISORDERED),
         "loss_ratio": frames.get("loss_ratio", 0.0),
+        "calls_planned": calls["planned"],
         "calls_answered": calls["answered"],
         "calls_completed": calls["completed"],
         "calls_failed": calls["failed"],
         "calls_refused": sum(calls["refused"].values()),
         "window_s": (report.get("gateway") or {}).get("window_s"),
         "objectives": list(report.get("objectives", [])),
-        "ok": bool(report.get("ok", True)),
+        "calls_complete": complete,
+        "ok": bool(report.get("ok", True)) and complete,
     }
 
 

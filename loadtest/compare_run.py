@@ -172,7 +172,13 @@ async def _one_run(
 
 def _print_run(console: Console, run: dict[str, Any], rounds: int) -> None:
     summary = run["summary"]
-    verdict = "ok" if summary["ok"] else "objectives MISSED"
+    verdict = "ok"
+    if not summary["calls_complete"]:
+        verdict = (
+            f"FAILED: {summary['calls_completed']} of {summary['calls_planned']} calls completed"
+        )
+    elif not summary["ok"]:
+        verdict = "objectives MISSED"
     console.print(
         f"round {run['round']}/{rounds} {run['variant']}: gateway CPU {summary['cpu_percent']}%"
         f" ({summary['cpu_percent_per_call']}%/call), {summary['calls_completed']} calls"

@@ -140,6 +140,21 @@ def test_a_round_summary_keeps_the_compared_figures_of_a_run_report() -> None:
     assert summary["ok"] is False
 
 
+def test_a_round_whose_calls_did_not_all_complete_is_not_ok() -> None:
+    """A gateway that answered nothing costs little CPU "per call": that is no result."""
+    calls = [probe_call(0, 250), probe_call(1, 250)]
+    report = account(raw_run([c for c, _ in calls], [r for _, r in calls]))
+    report["ok"] = True  # no objective stated
+    assert round_summary(report)["ok"] is True
+    calls[1][0].completed = False
+    report = account(raw_run([c for c, _ in calls], [r for _, r in calls]))
+    report["ok"] = True
+    summary = round_summary(report)
+    assert (summary["calls_planned"], summary["calls_completed"]) == (2, 1)
+    assert summary["calls_complete"] is False
+    assert summary["ok"] is False
+
+
 def summary(
     cpu: float | None, per_call: float | None, lost: int = 0, ok: bool = True
 ) -> dict[str, object]:
