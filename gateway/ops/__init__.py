@@ -1,5 +1,5 @@
-"""Operations: health and readiness endpoints, metrics exposition, event-loop lag, drain,
-and the multi-worker supervisor.
+"""Operations: health and readiness endpoints, metrics exposition, event-loop lag and
+stalls, drain, and the multi-worker supervisor.
 
 The metric definitions live in :mod:`gateway.metrics`, logging in :mod:`gateway.log`.
 Wiring, for the app factory::
@@ -10,6 +10,7 @@ Wiring, for the app factory::
                           {"coordination": coordination.ping, "database": state.ping})
     add_ops_routes(app, exposition=registries.exposition, readiness=readiness)
     app.cleanup_ctx.append(loop_lag_ctx(metrics.observe_loop_lag))
+    app.cleanup_ctx.append(stall_watch_ctx())           # logs where the loop stalled
 
 See docs/operations.md ("Wiring") for the serve loop with :class:`Drain` and
 :class:`Supervisor`.
@@ -43,6 +44,7 @@ from gateway.ops.registry import (
     worker_exited,
 )
 from gateway.ops.settings import OpsSettings
+from gateway.ops.stallwatch import Stall, StallLog, StallWatch, stall_watch_ctx
 from gateway.ops.supervisor import Supervisor, check_workers
 
 __all__ = [
@@ -58,6 +60,9 @@ __all__ = [
     "OpsSettings",
     "Readiness",
     "ReadinessReport",
+    "Stall",
+    "StallLog",
+    "StallWatch",
     "Supervisor",
     "add_ops_routes",
     "check_workers",
@@ -69,6 +74,7 @@ __all__ = [
     "metrics_registries",
     "prepare_multiprocess_dir",
     "readyz_handler",
+    "stall_watch_ctx",
     "worker_exited",
 ]
 

@@ -43,6 +43,7 @@ from gateway.ops import (
     gc_pause_ctx,
     loop_lag_ctx,
     metrics_registries,
+    stall_watch_ctx,
 )
 from gateway.ops.secrets import register_settings_secrets
 from gateway.server.answer import inbound
@@ -111,6 +112,7 @@ def create_app(
     api = build_api_app()
     app.cleanup_ctx.append(loop_lag_ctx(metrics.observe_loop_lag))
     app.cleanup_ctx.append(gc_pause_ctx(metrics.observe_gc_pause))
+    app.cleanup_ctx.append(stall_watch_ctx())
     app.cleanup_ctx.append(_engine_ctx(settings, migrate, links, wall_clock, api))
     # Drain on shutdown, before aiohttp cancels the handlers that run the calls.
     app.on_shutdown.append(_on_shutdown)
