@@ -50,7 +50,7 @@ class Stall:
     """One stall of the event loop, as the watcher saw it."""
 
     duration_s: float
-    """From the last heartbeat before it to the first one after, seconds."""
+    """How much later than due the first heartbeat after it ran, seconds."""
     samples: int
     """Stacks sampled during it."""
     expected_samples: int
