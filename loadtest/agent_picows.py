@@ -109,8 +109,9 @@ class AgentServer:
     ) -> WSListener | WSUpgradeResponseWithListener | None:
         path = request.path.decode("latin-1").partition("?")[0]
         if path in ("/stats", "/stats/take"):
-            # msgspec, not json: a soak takes ~140 calls x 12 000 numbers at once, which
-            # json.dumps turned into a 0.5 s stall of every call this server carries.
+            # msgspec, not json, timing arrays as raw bytes, and a few records per take: a
+            # soak's take of ~350 calls as JSON numbers stalled every call this server
+            # carries for 0.5-0.9 s (docs/performance.md, sixth pass).
             body = msgspec.json.encode(self.stats(take=path == "/stats/take"))
             response = WSUpgradeResponse.create_ok_response(
                 body, {"Content-Type": "application/json; charset=utf-8"}

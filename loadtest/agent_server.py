@@ -10,8 +10,11 @@ Run::
 An agent's pipeline URL is then ``ws://HOST:PORT/agents/<agent_id>``: the gateway's bearer
 token must be signed with ``--secret`` and name that agent id as its audience (else HTTP
 401, RFC 6750 §3.1). ``GET /stats`` returns the per-call records as JSON; ``GET
-/stats/take`` returns them and forgets them (a soak reads the records of the calls ended
-since it last asked, so neither side holds an hour of timings); ``--stats-file`` also
+/stats/take`` returns the oldest 25 of them and forgets them, with ``more`` while records
+are left (a soak reads the records of the calls ended since it last asked, so neither
+side holds an hour of timings, and a few at a time, so that writing them never holds
+this server's loop). Each record's timing arrays are base64 of their little-endian
+bytes (:func:`~loadtest.agent_call.records_by_call` unpacks them); ``--stats-file`` also
 writes the records kept on shutdown. SIGTERM or SIGINT closes open calls with 1001 (going
 away, RFC 6455 §7.4.1) and exits 0. The first line on stdout gives the bound address
 (useful with ``--port 0``).

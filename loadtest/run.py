@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from loadtest.agent_call import records_by_call
 from loadtest.environment import Environment
 from loadtest.player import CallPlan, CallResult
 from loadtest.procs import ProcSample, read_proc, read_tree
@@ -262,4 +263,4 @@ async def agent_records(
         if stats.get("active", 0) == 0:
             break
         await asyncio.sleep(0.25)
-    return {str(r["call_id"]): r for r in stats.get("calls", [])}
+    return records_by_call(stats)

@@ -33,6 +33,7 @@ import aiohttp
 import msgspec
 
 from gateway.server.answer import call_id_for
+from loadtest.agent_call import records_by_call
 from loadtest.environment import Environment
 from loadtest.player import CallPlan, CallResult
 from loadtest.report import SCHEMA, account, check_billing, machine, process_figures
@@ -227,12 +228,15 @@ class _Accountant:
         url = self.env.agent_stats_url + "/take"
         timeout = aiohttp.ClientTimeout(total=30)
         for _ in range(20 if final else 1):
-            try:
-                async with self.http.get(url, timeout=timeout) as response:
-                    stats = msgspec.json.decode(await response.read())
-            except (aiohttp.ClientError, TimeoutError, ValueError):
-                return
-            self.records.update({str(r["call_id"]): r for r in stats.get("calls", [])})
+            more = True
+            while more:  # a few records per request: the agent server's loop turns between
+                try:
+                    async with self.http.get(url, timeout=timeout) as response:
+                        stats = msgspec.json.decode(await response.read())
+                except (aiohttp.ClientError, TimeoutError, ValueError):
+                    return
+                self.records.update(records_by_call(stats))
+                more = bool(stats.get("more"))
             if stats.get("active", 0) == 0:
                 return
             await asyncio.sleep(0.25)

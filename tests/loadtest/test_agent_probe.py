@@ -6,9 +6,18 @@ import asyncio
 import time
 
 import aiohttp
+import msgspec
 
 from gateway.bridge.protocol import Stop, encode_message
 from gateway.errors import CloseCode
+from loadtest.agent_call import (
+    TAKE_LIMIT,
+    CallLog,
+    CallRecord,
+    CallTiming,
+    records_by_call,
+    stats_json,
+)
 from loadtest.agent_pattern import ProbeCore
 from loadtest.agent_server import AgentServerConfig
 from tests.bridge.conftest import GUARD_S, SECRET, make_start
@@ -78,5 +87,41 @@ async def test_take_returns_the_records_once(serve_agent: ServeAgent) -> None:
             left = await response.json()
     assert sorted(r["call_id"] for r in taken["calls"]) == ["call-1", "call-2"]
     assert (taken["ended"], taken["active"]) == (2, 0)
-    assert [r["timing"]["in_bytes"] for r in taken["calls"]] == [[640], [640]]
+    records = records_by_call(taken)
+    assert [list(records[c]["timing"]["in_bytes"]) for c in ("call-1", "call-2")] == [[640]] * 2
+    in_at = records["call-1"]["timing"]["in_at"]  # the monotonic clock, as the tester's
+    assert len(in_at) == 1
+    assert records["call-1"]["timing"]["start_at"] <= in_at[0] <= time.monotonic()
     assert (left["calls"], left["ended"]) == ([], 2)
+
+
+def test_timing_arrays_go_as_raw_bytes_and_come_back_exact() -> None:
+    """Each of a record's four arrays is one base64 string, not a JSON number per frame."""
+    timing = CallTiming(12.5)
+    timing.in_at.extend([12.5 + k * 0.02 + 1e-9 * k for k in range(3000)])
+    timing.in_bytes.extend([640] * 3000)
+    timing.out_at.extend([12.6, 12.62])
+    timing.out_bytes.extend([640, 320])
+    record = CallRecord("c1", "a1", "probe", 0.0, timing=timing)
+    wire = msgspec.json.decode(msgspec.json.encode({"calls": [record.as_json()]}))
+    assert isinstance(wire["calls"][0]["timing"]["in_at"], str)
+    back = records_by_call(wire)["c1"]["timing"]
+    assert back["start_at"] == 12.5
+    assert back["in_at"] == timing.in_at  # bit for bit
+    assert back["in_bytes"] == timing.in_bytes
+    assert (back["out_at"], back["out_bytes"]) == (timing.out_at, timing.out_bytes)
+
+
+def test_a_take_returns_the_oldest_records_a_few_at_a_time() -> None:
+    calls = CallLog()
+    for k in range(TAKE_LIMIT + 3):
+        calls.add(CallRecord(f"c{k}", "a1", "probe", 0.0))
+    first = stats_json(calls, active=1, take=True)
+    assert [r["call_id"] for r in first["calls"]] == [f"c{k}" for k in range(TAKE_LIMIT)]
+    assert first["more"] is True
+    second = stats_json(calls, active=1, take=True)
+    assert [r["call_id"] for r in second["calls"]] == [
+        f"c{k}" for k in range(TAKE_LIMIT, TAKE_LIMIT + 3)
+    ]
+    assert (second["more"], second["ended"]) == (False, TAKE_LIMIT + 3)
+    assert stats_json(calls, active=0)["calls"] == []  # taken records are forgotten
