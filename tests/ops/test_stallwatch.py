@@ -15,9 +15,9 @@ from gateway.ops.stallwatch import describe, where
 
 
 async def _watched(work: Callable[[], None], *, settle_s: float = 0.1) -> list[Stall]:
-    """Run ``work`` on the loop under a watch (threshold 50 ms); the stalls it reported."""
+    """Run ``work`` on the loop under a watch (threshold 100 ms); the stalls it reported."""
     stalls: list[Stall] = []
-    watch = StallWatch(stalls.append, threshold_s=0.05, beat_s=0.005)
+    watch = StallWatch(stalls.append, threshold_s=0.1, beat_s=0.005)
     watch.start()
     try:
         await asyncio.sleep(settle_s)
@@ -29,11 +29,11 @@ async def _watched(work: Callable[[], None], *, settle_s: float = 0.1) -> list[S
 
 
 def _sleep_on_the_loop() -> None:
-    time.sleep(0.3)  # a blocking call, as a sync client or a disk flush would be
+    time.sleep(0.4)  # a blocking call, as a sync client or a disk flush would be
 
 
 def _spin_on_the_loop() -> None:
-    end = time.monotonic() + 0.3
+    end = time.monotonic() + 0.4
     while time.monotonic() < end:  # pure Python holding the GIL: sampled all the same
         pass
 
@@ -42,10 +42,11 @@ def _spin_on_the_loop() -> None:
 async def test_a_blocked_loop_is_reported_once_with_the_function_that_held_it(
     work: Callable[[], None],
 ) -> None:
-    stalls = await _watched(work)
+    # (A busy test machine may pause the process too: only the stall of ``work`` counts.)
+    stalls = [s for s in await _watched(work) if any(work.__name__ in p for p, _ in s.places[:1])]
     assert len(stalls) == 1
     stall = stalls[0]
-    assert stall.duration_s >= 0.25
+    assert stall.duration_s >= 0.35
     assert stall.samples >= 5
     place, count = stall.places[0]
     assert place.startswith("ops/test_stallwatch.py:")
@@ -61,7 +62,7 @@ async def test_a_loop_that_keeps_turning_reports_nothing() -> None:
             await asyncio.sleep(0)
 
     stalls: list[Stall] = []
-    watch = StallWatch(stalls.append, threshold_s=0.05, beat_s=0.005)
+    watch = StallWatch(stalls.append, threshold_s=0.2, beat_s=0.005)
     watch.start()
     try:
         await busy_but_turning()
