@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,39 +123,36 @@ async def _column(engine: AsyncEngine) -> list[int]:
         return list((await conn.execute(sa.text("SELECT i FROM t ORDER BY i"))).scalars())
 
 
-async def test_a_writer_cancelled_between_statements_leaves_nothing_behind(
-    tmp_path: Path,
-) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path / 'cancel.db'}")
+@pytest.fixture
+async def table_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """An engine on a file holding ``t (i INTEGER)``, disposed after the test."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'writers.db'}")
     try:
-        await _writes_table(engine)
-        for turns in range(1, 8):  # cancelled at each of its statements' turns
-            assert not await _finished_despite_a_cancel(turns, _writes(engine, range(10)))
-        async with asyncio.timeout(5):  # a writer's turn never given back would hang here
-            await _writes(engine, range(3))
-        assert await _column(engine) == [0, 1, 2]
-        assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        async with write_tx(engine) as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (i INTEGER)")
+        yield engine
     finally:
         await engine.dispose()
+
+
+async def test_a_writer_cancelled_between_statements_leaves_nothing_behind(
+    table_engine: AsyncEngine,
+) -> None:
+    for turns in range(1, 8):  # cancelled at each of its statements' turns
+        assert not await _finished_despite_a_cancel(turns, _writes(table_engine, range(10)))
+    async with asyncio.timeout(5):  # a writer's turn never given back would hang here
+        await _writes(table_engine, range(3))
+    assert await _column(table_engine) == [0, 1, 2]
+    assert table_engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
 async def test_a_cancelled_writer_is_rolled_back_and_a_finished_one_committed(
-    tmp_path: Path,
+    table_engine: AsyncEngine,
 ) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path / 'settled.db'}")
-    try:
-        await _writes_table(engine)
-        finished = [
-            turns
-            for turns in range(1, 6)  # cancelled before, during and after its statements
-            if await _finished_despite_a_cancel(turns, _writes(engine, [turns]))
-        ]
-        assert 0 < len(finished) < 5  # some were cut short, some were not
-        assert await _column(engine) == finished  # exactly the finished ones, nothing half
-    finally:
-        await engine.dispose()
-
-
-async def _writes_table(engine: AsyncEngine) -> None:
-    async with write_tx(engine) as conn:
-        await conn.exec_driver_sql("CREATE TABLE t (i INTEGER)")
+    finished = [
+        turns
+        for turns in range(1, 6)  # cancelled before, during and after its statements
+        if await _finished_despite_a_cancel(turns, _writes(table_engine, [turns]))
+    ]
+    assert 0 < len(finished) < 5  # some were cut short, some were not
+    assert await _column(table_engine) == finished  # exactly the finished ones, nothing half
