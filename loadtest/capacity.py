@@ -14,7 +14,9 @@ whole run's; the verdict uses the whole run's, set-up included.
 
 The load tester shares the machine: when its *own* send lateness p99 exceeds
 ``max_tester_lateness_ms`` the level is marked ``tester saturated`` (the figures would
-measure the tester, not the gateway) and the search stops there too.
+measure the tester, not the gateway) and the search stops there too. So is a level
+whose host stole more than ``max_steal_percent`` of the CPUs' time over the window
+(``host busy``: on a virtual machine, another tenant had the physical CPU).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Limits:
     max_jitter_p99_ms: float = 10.0
     max_probe_p99_ms: float = 50.0
     max_tester_lateness_ms: float = 20.0
+    max_steal_percent: float = 5.0
 
 
 def judge(report: dict[str, Any], limits: Limits) -> dict[str, Any]:
@@ -71,6 +74,7 @@ def judge(report: dict[str, Any], limits: Limits) -> dict[str, Any]:
         "cpu_percent": gateway.get("cpu_percent"),
         "cpu_percent_per_call": gateway.get("cpu_percent_per_call"),
         "rss_kb_per_call": gateway.get("rss_kb_per_call"),
+        "steal_percent": (report.get("host") or {}).get("steal_percent"),
     }
     reasons = []
     if lost:
@@ -92,6 +96,9 @@ def judge(report: dict[str, Any], limits: Limits) -> dict[str, Any]:
     tester = level["tester_lateness_p99_ms"]
     if tester is not None and tester > limits.max_tester_lateness_ms:
         reasons.append("tester saturated")
+    steal = level["steal_percent"]
+    if steal is not None and steal > limits.max_steal_percent:
+        reasons.append(f"host busy (steal {steal:g} % > {limits.max_steal_percent:g})")
     if report.get("deadline_hit"):
         reasons.append("deadline")
     return level | {"clean": not reasons, "reasons": reasons}
@@ -135,5 +142,6 @@ async def search(
             "max_jitter_p99_ms": limits.max_jitter_p99_ms,
             "max_probe_p99_ms": limits.max_probe_p99_ms,
             "max_tester_lateness_ms": limits.max_tester_lateness_ms,
+            "max_steal_percent": limits.max_steal_percent,
         },
     }

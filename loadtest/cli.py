@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     cap.add_argument("--max-p99-ms", type=float, default=10.0)
     cap.add_argument("--max-jitter-p99-ms", type=float, default=10.0)
     cap.add_argument("--max-probe-p99-ms", type=float, default=50.0, help="loop-lag proxy")
+    cap.add_argument(
+        "--max-steal-percent",
+        type=float,
+        default=5.0,
+        help="CPU time the host may steal over a level's window (virtual machines)",
+    )
     cap.add_argument("--plot", type=Path, help="PNG of latency and CPU against concurrency")
     cap.add_argument("--all-levels", action="store_true", help="go on after a level fails")
 
@@ -215,7 +221,14 @@ async def _capacity(args: argparse.Namespace, pinning: Any, console: Console) ->
         raise ValueError("--levels: expected comma-separated integers") from None
     if not levels or any(v < 1 for v in levels):
         raise ValueError("--levels: expected call counts >= 1")
-    limits = Limits(args.max_p99_ms, args.max_jitter_p99_ms, args.max_probe_p99_ms)
+    if not 0 <= args.max_steal_percent <= 100:
+        raise ValueError(f"--max-steal-percent: expected 0 to 100, got {args.max_steal_percent:g}")
+    limits = Limits(
+        args.max_p99_ms,
+        args.max_jitter_p99_ms,
+        args.max_probe_p99_ms,
+        max_steal_percent=args.max_steal_percent,
+    )
     base = opts.run_config(args, pinning, calls=levels[0])
     live, show = opts.progress(args, console)
 

@@ -58,6 +58,7 @@ FIGURES: dict[str, tuple[str, ...]] = {
     "tester_lateness_p99_ms": ("latency_ms", "tester_lateness", "p99"),
     "agent_server_cpu_percent": ("agent_server", "cpu_percent"),
     "tester_cpu_percent": ("tester", "cpu_percent"),
+    "host_steal_percent": ("host", "steal_percent"),
 }
 """The figures of a run report compared between variants: name → path in the report."""
 

@@ -182,7 +182,8 @@ def _print_run(console: Console, run: dict[str, Any], rounds: int) -> None:
     console.print(
         f"round {run['round']}/{rounds} {run['variant']}: gateway CPU {summary['cpu_percent']}%"
         f" ({summary['cpu_percent_per_call']}%/call), {summary['calls_completed']} calls"
-        f" completed, {summary['frames_lost']} frames lost, {verdict}",
+        f" completed, {summary['frames_lost']} frames lost, host steal"
+        f" {summary['host_steal_percent']}%, {verdict}",
         markup=False,
     )
 

@@ -79,6 +79,9 @@ def print_report(
                 f"over {proc['window_s']} s, RSS {proc['rss_mb_start']} → "
                 f"{proc['rss_mb_peak']} MB ({proc['rss_kb_per_call']} kB/call)"
             )
+    host = report.get("host")
+    if host and host.get("steal_percent") is not None:
+        console.print(_host_line(host))
     billing = report["billing"]
     if billing.get("checked"):
         console.print(
@@ -93,6 +96,17 @@ def print_report(
     for check in checks:
         mark = "[green]ok[/]" if check.ok else "[red]MISSED[/]"
         console.print(f"objective {check.name} ≤ {check.limit}: {_fmt(check.value)} {mark}")
+
+
+def _host_line(host: Mapping[str, Any]) -> str:
+    """Steal per CPU over the window and the speed probe: how busy the host itself was."""
+    by_cpu = ", ".join(f"cpu{c} {v}%" for c, v in host["steal_percent_by_cpu"].items())
+    line = f"host: steal {host['steal_percent']}%" + (f" ({by_cpu})" if by_cpu else "")
+    line += f" over {host['window_s']} s"
+    speed = host.get("speed_probe_ms")
+    if speed:
+        line += f", speed probe {speed[0]:g} → {speed[1]:g} ms (lower is faster)"
+    return line
 
 
 def print_soak(console: Console, report: Mapping[str, Any]) -> None:
@@ -122,7 +136,7 @@ def print_levels(console: Console, levels: Sequence[Mapping[str, Any]]) -> None:
         table.add_column(column, justify="right")
     for column in ("lost",):
         table.add_column(column, justify="right")
-    for column in ("CPU %", "CPU %/call", "kB/call", "why"):
+    for column in ("CPU %", "CPU %/call", "kB/call", "steal %", "why"):
         table.add_column(column, justify="right")
     for level in levels:
         table.add_row(
@@ -138,6 +152,7 @@ def print_levels(console: Console, levels: Sequence[Mapping[str, Any]]) -> None:
             _fmt(level["cpu_percent"]),
             _fmt(level["cpu_percent_per_call"]),
             _fmt(level["rss_kb_per_call"]),
+            _fmt(level.get("steal_percent")),
             ", ".join(level["reasons"]),
         )
     console.print(table)
@@ -150,8 +165,9 @@ def print_compare(console: Console, doc: Mapping[str, Any]) -> None:
     table.add_column("variant")
     for column in ("CPU %", "CPU %/call", "calls/core", "CPU/call ratio"):
         table.add_column(column, justify="right")
-    for column in ("in p50/p99", "out p50/p99", "jitter p99", "lost", "kB/call", "ok"):
+    for column in ("in p50/p99", "out p50/p99", "jitter p99", "lost", "kB/call", "steal %"):
         table.add_column(column, justify="right")
+    table.add_column("ok", justify="right")
     for variant in doc["variants"]:
         row = doc["aggregate"][variant["name"]]
         table.add_row(
@@ -165,6 +181,7 @@ def print_compare(console: Console, doc: Mapping[str, Any]) -> None:
             _fmt(row["jitter_p99_ms"]["median"]),
             str(row["frames_lost"]),
             _fmt(row["rss_kb_per_call"]["median"]),
+            _spread(row["host_steal_percent"]),
             mark(row["ok"]),
         )
     console.print(table)

@@ -22,6 +22,7 @@ from gateway.server.answer import call_id_for
 from loadtest import loop as tester_loop
 from loadtest.accounting import content_check, match_stream, pacing_jitter
 from loadtest.audio import CARRIER_FORMATS, to_pcm8k
+from loadtest.host import host_figures
 from loadtest.player import CallResult
 from loadtest.procs import ProcSample
 from loadtest.run import RawRun
@@ -206,6 +207,7 @@ def account(raw: RawRun, billing: Sequence[BillingRow] = ()) -> dict[str, Any]:
         "gateway": process_figures(raw.gateway, window, len(answered)),
         "agent_server": process_figures(raw.agent, window, len(answered)) if raw.agent else None,
         "tester": process_figures(raw.tester, window, len(answered)),
+        "host": host_figures(raw.host, window) | {"speed_probe_ms": raw.speed_probe_ms},
         "per_carrier": {c: dict(v) for c, v in sorted(per_carrier.items())},
         "billing": _billing(billing),
         "machine": machine(),

@@ -23,6 +23,7 @@ import msgspec
 
 from loadtest.agent_call import records_by_call
 from loadtest.environment import Environment
+from loadtest.host import HostSample, read_host, speed_probe_ms
 from loadtest.player import CallPlan, CallResult
 from loadtest.procs import ProcSample, read_proc, read_tree
 from loadtest.schedule import ramp_starts
@@ -76,6 +77,10 @@ class RawRun:
     agent: list[ProcSample] = field(default_factory=list)
     tester: list[ProcSample] = field(default_factory=list)
     """This process and its worker processes (not the gateway or agent server)."""
+    host: list[HostSample] = field(default_factory=list)
+    """The host's CPU counters (steal), sampled with the processes."""
+    speed_probe_ms: tuple[float, float] | None = None
+    """:func:`~loadtest.host.speed_probe_ms` before and after the calls."""
     probes_ms: list[float] = field(default_factory=list)
     probe_failures: int = 0
     agent_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -149,6 +154,7 @@ async def run_load(
     plans = plan_calls(config)
     results: list[CallResult] = []
     stop = asyncio.Event()
+    speed_before = speed_probe_ms()
     began = time.monotonic()
     raw = RawRun(config, results, began, began, began + plans[-1].start_s)
     raw.pacer_lead = env.pacer_lead
@@ -171,6 +177,7 @@ async def run_load(
             await asyncio.gather(watcher, *([shown] if shown else []), return_exceptions=True)
         raw.ended = time.monotonic()
         raw.deadline_hit = raw.deadline_hit or raw.ended - began > config.deadline_s
+        raw.speed_probe_ms = (speed_before, speed_probe_ms())
         if env.agent_stats_url:
             raw.agent_calls = await agent_records(env.agent_stats_url, http)
     return raw
@@ -195,7 +202,7 @@ async def _in_workers(
 async def watch_processes(
     http: aiohttp.ClientSession, env: Environment, raw: RawRun, stop: asyncio.Event
 ) -> None:
-    """Sample /proc every 0.5 s and probe /healthz every 0.25 s until ``stop``."""
+    """Sample /proc (processes, host) every 0.5 s and probe /healthz every 0.25 s."""
     tick = 0
     timeout = aiohttp.ClientTimeout(total=2)
     while not stop.is_set():
@@ -207,6 +214,9 @@ async def watch_processes(
             mine = read_tree(os.getpid(), exclude={env.gateway_pid, env.agent_pid})
             if mine is not None:
                 raw.tester.append(mine)
+            host = read_host()
+            if host is not None:
+                raw.host.append(host)
         began = time.monotonic()
         try:
             async with http.get(f"{env.base_url}/healthz", timeout=timeout) as response:

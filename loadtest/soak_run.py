@@ -35,6 +35,7 @@ import msgspec
 from gateway.server.answer import call_id_for
 from loadtest.agent_call import records_by_call
 from loadtest.environment import Environment
+from loadtest.host import host_figures, speed_probe_ms
 from loadtest.player import CallPlan, CallResult
 from loadtest.report import SCHEMA, account, check_billing, machine, process_figures
 from loadtest.run import RawRun, RunConfig, watch_processes
@@ -97,6 +98,7 @@ async def run_soak(
         workers=config.workers,
         worker_cpus=config.worker_cpus,
     )
+    speed_before = speed_probe_ms()
     origin = time.monotonic() + 0.5  # the workers' start-up
     raw = RawRun(run_config, [], origin, origin, origin + plans[-1].start_s)
     raw.pacer_lead = env.pacer_lead
@@ -115,6 +117,7 @@ async def run_soak(
             await asyncio.gather(watcher, return_exceptions=True)
         raw.ended = time.monotonic()
         raw.deadline_hit = raw.deadline_hit or raw.ended - origin > run_config.deadline_s
+        raw.speed_probe_ms = (speed_before, speed_probe_ms())
         try:
             await accountant.settle(final=True)
         finally:
@@ -309,6 +312,7 @@ def _report(
         "gateway": process_figures(raw.gateway, window, config.calls),
         "agent_server": process_figures(raw.agent, window, config.calls) if raw.agent else None,
         "tester": process_figures(raw.tester, window, config.calls),
+        "host": host_figures(raw.host, window) | {"speed_probe_ms": raw.speed_probe_ms},
         "per_carrier": tally.per_carrier_json(),
         "billing": tally.billing_json(),
         "machine": machine(),

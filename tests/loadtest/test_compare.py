@@ -137,6 +137,7 @@ def test_a_round_summary_keeps_the_compared_figures_of_a_run_report() -> None:
     assert summary["frames_lost"] == report["frames"]["lost_outbound"] == 20
     assert summary["calls_completed"] == 2
     assert summary["agent_server_cpu_percent"] is None  # not sampled in this run
+    assert summary["host_steal_percent"] is None  # nor the host
     assert summary["ok"] is False
 
 
@@ -177,6 +178,7 @@ def summary(
             "tester_lateness_p99_ms",
             "agent_server_cpu_percent",
             "tester_cpu_percent",
+            "host_steal_percent",
         )
     )
     return figures | {"frames_lost": lost, "frames_misordered": 0, "calls_failed": 0, "ok": ok}

@@ -61,6 +61,10 @@ def test_builtin_echo_run_matches_what_was_sent_and_billed(tmp_path: Path) -> No
     assert report["latency_ms"]["tester_lateness"]["count"] == sum(expected)
     assert report["latency_ms"]["answer"]["count"] == CALLS
     assert report["gateway"]["cpu_percent"] > 0
+    host = report["host"]  # the host's own share: steal over the window, speed around it
+    assert 0 <= host["steal_percent"] <= 100
+    assert 0 < host["busy_percent"] <= 100
+    assert all(ms > 0 for ms in host["speed_probe_ms"])
     # The gateway's CDRs, straight from its SQLite file.
     records = cdrs(workdir / "gateway.db")
     assert len(records) == CALLS
