@@ -316,7 +316,7 @@ class CallRunner:
         send = self._send_agent_audio
         if send is not None and self.agent_ready and phase in _FORWARDING_PHASES:
             send(pcm)
-            self.meter.to_agent(received_at, self.loop.time())
+            self.meter.to_agent(received_at)
             self.frames_to_agent += 1
             if not self._billing_started:
                 self._exchanged()
@@ -367,7 +367,7 @@ class CallRunner:
         media = self.agent_media
         started = media.audio(pcm, now)
         if started:
-            self.meter.agent_audio(now, queue_was_empty=True)
+            self.meter.agent_audio(queue_was_empty=True)
         if not self._pace_stopped and (
             started or self._pace_handle is None or media.pacer.is_due(now)
         ):

@@ -16,6 +16,12 @@ frame pair costs 1.41 µs (against 9.59 µs unbatched). So:
   second per call), which keeps the quantiles and costs a tenth. Exact per-call extremes
   (late frames, max lateness) are in the call's media-stats log line.
 
+Clocks: the added latencies are timed with :func:`time.monotonic` (read here, and only
+for the frames observed), the clock behind ``loop.time()`` read precisely. uvloop's
+``loop.time()`` counts whole milliseconds (libuv's ``uv_now``): a frame's time in the
+gateway, a fraction of a millisecond, read 0 nearly always with it. Pacing lateness stays
+in the pacer's own clock, ``loop.time()``, which its deadlines and timers use.
+
 Definitions (docs/operations.md, "What the figures mean"):
 
 * *added latency, in*: the carrier message with a caller frame was read from the socket
@@ -34,7 +40,8 @@ Definitions (docs/operations.md, "What the figures mean"):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from time import monotonic
 
 from gateway.metrics import Direction, GatewayMetrics
 
@@ -53,10 +60,18 @@ class CallMeter:
         metrics: the process's metrics.
         carrier: the call's carrier name.
         tenant_id: the call's tenant (per-tenant series when listed).
+        clock: the precise monotonic clock the added latencies are timed with.
     """
 
-    def __init__(self, metrics: GatewayMetrics, carrier: str, tenant_id: str) -> None:
+    def __init__(
+        self,
+        metrics: GatewayMetrics,
+        carrier: str,
+        tenant_id: str,
+        clock: Callable[[], float] = monotonic,
+    ) -> None:
         self.metrics = metrics
+        self._clock = clock
         self.carrier = carrier
         self.tenant_id = tenant_id
         self.frames_in = 0
@@ -101,17 +116,17 @@ class CallMeter:
         self._unflushed_in += 1
         return self._unflushed_in + self._unflushed_out >= FLUSH_FRAMES
 
-    def to_agent(self, received_at: float, handed_at: float) -> None:
-        """A caller frame read at ``received_at`` reached the agent link at ``handed_at``."""
+    def to_agent(self, received_at: float) -> None:
+        """A caller frame read at ``received_at`` (the clock's time) reached the agent link."""
         self._in_sample += 1
         if self._in_sample >= SAMPLE_EVERY:
             self._in_sample = 0
-            self.metrics.observe_added_latency(Direction.IN, handed_at - received_at)
+            self.metrics.observe_added_latency(Direction.IN, self._clock() - received_at)
 
-    def agent_audio(self, at: float, queue_was_empty: bool) -> None:
-        """Agent audio arrived at ``at`` (``queue_was_empty``: the pacer held nothing)."""
+    def agent_audio(self, queue_was_empty: bool) -> None:
+        """Agent audio arrived now (``queue_was_empty``: the pacer held nothing)."""
         if queue_was_empty and self._out_arrival is None:
-            self._out_arrival = at
+            self._out_arrival = self._clock()
 
     def released(
         self, count: int, head_due: float | None, sent_at: float, continuous: bool
@@ -120,8 +135,8 @@ class CallMeter:
 
         Args:
             count: frames in this release (> 0).
-            head_due: the due time of its first frame (None: unknown).
-            sent_at: when the last of them was written to the socket.
+            head_due: the due time of its first frame (None: unknown), ``loop.time()``.
+            sent_at: when the last of them was written to the socket, ``loop.time()``.
             continuous: the carrier still held unheard audio when they left (read only
                 when :attr:`samples_next_release`).
         """
@@ -131,7 +146,8 @@ class CallMeter:
             self._out_sample += 1
             if self._out_sample >= SAMPLE_EVERY:
                 self._out_sample = 0
-                self.metrics.observe_added_latency(Direction.OUT, sent_at - self._out_arrival)
+                latency = self._clock() - self._out_arrival
+                self.metrics.observe_added_latency(Direction.OUT, latency)
             self._out_arrival = None
         if head_due is not None:
             lateness = max(0.0, sent_at - head_due)

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -207,6 +208,33 @@ async def test_messages_reach_the_listener_in_order_with_queued_ones_first(
     assert first == ["start"]
     assert listener.messages == [b"\x00\x01", "é" * 10, b"live"]
     assert listener.closed == [None]  # the client closed: not a failure
+
+
+async def test_a_message_is_timed_by_the_precise_monotonic_clock_on_either_loop(
+    serve: Callable[..., Awaitable[Server]],
+) -> None:
+    # uvloop's loop.time() counts whole milliseconds: a message read 0.2 ms after it was
+    # sent would seem to arrive before it was sent, and the gateway-added latency
+    # measured from it would be ~0 (docs/operations.md).
+    stamps: list[tuple[float, float]] = []
+
+    @dataclass
+    class Timed(Listener):
+        def on_carrier_message(self, message: str | bytes, received_at: float) -> None:
+            stamps.append((received_at, time.monotonic()))
+            super().on_carrier_message(message, received_at)
+
+    listener = Timed()
+    server = await serve(attached(listener))
+    sent: list[float] = []
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.url) as client:
+        for n in range(5):
+            sent.append(time.monotonic())
+            await client.send_str(f"frame {n}")
+            await until(lambda: len(listener.messages) == len(sent))
+    assert len(stamps) == 5
+    for before, (received_at, seen) in zip(sent, stamps, strict=True):
+        assert before <= received_at <= seen
 
 
 async def test_a_ping_is_answered_with_its_payload_and_a_client_close_is_echoed(

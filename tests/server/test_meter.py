@@ -9,9 +9,22 @@ from gateway.server.meter import FLUSH_FRAMES, SAMPLE_EVERY, CallMeter
 from tests.ops.promtext import Samples, scrape, value
 
 
-def _meter() -> tuple[CallMeter, CollectorRegistry]:
+class Clock:
+    """A monotonic clock the test sets."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
+def _meter(clock: Clock | None = None) -> tuple[CallMeter, CollectorRegistry]:
     registry = CollectorRegistry()
-    return CallMeter(GatewayMetrics(registry), "plivo", "tenant-1"), registry
+    meter = CallMeter(GatewayMetrics(registry), "plivo", "tenant-1", clock=clock or Clock())
+    return meter, registry
 
 
 def _frames(samples: Samples, direction: str) -> float:
@@ -58,13 +71,18 @@ def test_start_and_end_pair_once_and_end_flushes() -> None:
 
 
 def test_timings_are_sampled_first_then_one_in_n() -> None:
-    meter, registry = _meter()
+    clock = Clock()
+    meter, registry = _meter(clock)
     for i in range(SAMPLE_EVERY * 3):
-        meter.to_agent(received_at=i * 0.02, handed_at=i * 0.02 + 0.0004)
+        clock.now = i * 0.02 + 0.0004  # handed to the agent link 0.4 ms after the read
+        meter.to_agent(received_at=i * 0.02)
         meter.released(1, head_due=i * 0.02, sent_at=i * 0.02 + 0.001, continuous=True)
     samples = scrape(registry)
     count = "gateway_added_latency_seconds_count"
     assert value(samples, count, direction="in") == 3
+    total = value(samples, "gateway_added_latency_seconds_sum", direction="in")
+    assert abs(total - 3 * 0.0004) < 1e-9
+    assert clock.reads == 3  # the clock is read for the observed frames only
     assert value(samples, "gateway_pacing_lateness_seconds_count") == 3
     # Jitter needs a previous release: the first sample has none, later ones do.
     assert value(samples, "gateway_pacing_jitter_seconds_count") == 2
@@ -72,11 +90,18 @@ def test_timings_are_sampled_first_then_one_in_n() -> None:
 
 
 def test_out_latency_counts_from_arrival_on_an_idle_pacer_to_the_send() -> None:
-    meter, registry = _meter()
-    meter.agent_audio(10.0, queue_was_empty=True)
-    meter.agent_audio(10.5, queue_was_empty=True)  # still pending: the first arrival counts
-    meter.released(1, head_due=10.0, sent_at=10.003, continuous=False)
-    meter.agent_audio(11.0, queue_was_empty=False)  # the agent is ahead: not counted
+    clock = Clock()
+    meter, registry = _meter(clock)
+    clock.now = 10.0
+    meter.agent_audio(queue_was_empty=True)
+    clock.now = 10.0005
+    meter.agent_audio(queue_was_empty=True)  # still pending: the first arrival counts
+    clock.now = 10.003
+    # The send's loop time (ms-coarse under uvloop) only times the pacing, not the latency.
+    meter.released(1, head_due=10.0, sent_at=10.0, continuous=False)
+    clock.now = 11.0
+    meter.agent_audio(queue_was_empty=False)  # the agent is ahead: not counted
+    clock.now = 11.5
     meter.released(1, head_due=11.0, sent_at=11.5, continuous=True)
     samples = scrape(registry)
     count = "gateway_added_latency_seconds_count"
