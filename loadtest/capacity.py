@@ -75,6 +75,8 @@ def judge(report: dict[str, Any], limits: Limits) -> dict[str, Any]:
         "cpu_percent_per_call": gateway.get("cpu_percent_per_call"),
         "rss_kb_per_call": gateway.get("rss_kb_per_call"),
         "steal_percent": (report.get("host") or {}).get("steal_percent"),
+        "gateway_in_p99_ms": _view(report, "added_in"),
+        "gateway_out_p99_ms": _view(report, "added_out"),
     }
     reasons = []
     if lost:
@@ -102,6 +104,12 @@ def judge(report: dict[str, Any], limits: Limits) -> dict[str, Any]:
     if report.get("deadline_hit"):
         reasons.append("deadline")
     return level | {"clean": not reasons, "reasons": reasons}
+
+
+def _view(report: dict[str, Any], key: str) -> float | None:
+    """The gateway's own p99 (its histogram over the steady window), when scraped."""
+    view = report.get("gateway_view")
+    return None if view is None else view[key]["p99_ms"]
 
 
 async def search(

@@ -59,6 +59,8 @@ FIGURES: dict[str, tuple[str, ...]] = {
     "agent_server_cpu_percent": ("agent_server", "cpu_percent"),
     "tester_cpu_percent": ("tester", "cpu_percent"),
     "host_steal_percent": ("host", "steal_percent"),
+    "gateway_in_p99_ms": ("gateway_view", "added_in", "p99_ms"),
+    "gateway_out_p99_ms": ("gateway_view", "added_out", "p99_ms"),
 }
 """The figures of a run report compared between variants: name → path in the report."""
 

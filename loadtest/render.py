@@ -82,6 +82,9 @@ def print_report(
     host = report.get("host")
     if host and host.get("steal_percent") is not None:
         console.print(_host_line(host))
+    view = report.get("gateway_view")
+    if view:
+        console.print(_view_line(view))
     billing = report["billing"]
     if billing.get("checked"):
         console.print(
@@ -96,6 +99,28 @@ def print_report(
     for check in checks:
         mark = "[green]ok[/]" if check.ok else "[red]MISSED[/]"
         console.print(f"objective {check.name} ≤ {check.limit}: {_fmt(check.value)} {mark}")
+
+
+def _view_line(view: Mapping[str, Any]) -> str:
+    """The gateway's own added latency while all calls were up (its sampled histograms)."""
+    parts = []
+    for direction in ("in", "out"):
+        figures = view[f"added_{direction}"]
+        if not figures["observed"]:
+            continue
+        shares = ", ".join(
+            f"{100 * figures[key]:.1f}% ≤ {key[7:-3]} ms"
+            for key in ("within_0.5_ms", "within_2_ms")
+            if figures.get(key) is not None
+        )
+        parts.append(
+            f"{direction} p50 {_fmt(figures['p50_ms'])} / p99 {_fmt(figures['p99_ms'])} ms"
+            + (f" ({shares})" if shares else "")
+        )
+    lag = view["loop_lag"]
+    if lag["observed"]:
+        parts.append(f"loop lag p99 {_fmt(lag['p99_ms'])} ms")
+    return "gateway's own view, all calls up: " + ("; ".join(parts) or "no observations")
 
 
 def _host_line(host: Mapping[str, Any]) -> str:
@@ -130,7 +155,9 @@ def print_soak(console: Console, report: Mapping[str, Any]) -> None:
 def print_levels(console: Console, levels: Sequence[Mapping[str, Any]]) -> None:
     """The capacity search's steps."""
     table = Table(title="capacity search", title_justify="left")
-    for column in ("calls", "clean", "in p99", "out p99", "all up: in/out p99", "queue p99"):
+    for column in ("calls", "clean", "in p99", "out p99", "all up: in/out p99", "gw's own in/out"):
+        table.add_column(column, justify="right")
+    for column in ("queue p99",):
         table.add_column(column, justify="right")
     for column in ("jitter p99", "probe p99"):
         table.add_column(column, justify="right")
@@ -145,6 +172,7 @@ def print_levels(console: Console, levels: Sequence[Mapping[str, Any]]) -> None:
             _fmt(level["inbound_p99_ms"]),
             _fmt(level["outbound_p99_ms"]),
             f"{_fmt(level['inbound_steady_p99_ms'])} / {_fmt(level['outbound_steady_p99_ms'])}",
+            f"{_fmt(level.get('gateway_in_p99_ms'))} / {_fmt(level.get('gateway_out_p99_ms'))}",
             _fmt(level["queue_p99_ms"]),
             _fmt(level["jitter_p99_ms"]),
             _fmt(level["probe_p99_ms"]),

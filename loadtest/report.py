@@ -22,6 +22,7 @@ from gateway.server.answer import call_id_for
 from loadtest import loop as tester_loop
 from loadtest.accounting import content_check, match_stream, pacing_jitter
 from loadtest.audio import CARRIER_FORMATS, to_pcm8k
+from loadtest.gateway_view import gateway_view
 from loadtest.host import host_figures
 from loadtest.player import CallResult
 from loadtest.procs import ProcSample
@@ -208,12 +209,21 @@ def account(raw: RawRun, billing: Sequence[BillingRow] = ()) -> dict[str, Any]:
         "agent_server": process_figures(raw.agent, window, len(answered)) if raw.agent else None,
         "tester": process_figures(raw.tester, window, len(answered)),
         "host": host_figures(raw.host, window) | {"speed_probe_ms": raw.speed_probe_ms},
+        "gateway_view": _gateway_view(raw),
         "per_carrier": {c: dict(v) for c, v in sorted(per_carrier.items())},
         "billing": _billing(billing),
         "machine": machine(),
         "per_call": [rows[r.plan.index] for r in results],
     }
     return report
+
+
+def _gateway_view(raw: RawRun) -> dict[str, Any] | None:
+    """The gateway's own histograms over the planned steady window, when both scrapes came."""
+    if len(raw.metrics_scrapes) != 2:
+        return None
+    (t0, before), (t1, after) = raw.metrics_scrapes
+    return gateway_view(before, after, (t0 - raw.began, t1 - raw.began))
 
 
 def _call_row(result: CallResult) -> dict[str, Any]:

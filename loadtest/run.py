@@ -81,6 +81,8 @@ class RawRun:
     """The host's CPU counters (steal), sampled with the processes."""
     speed_probe_ms: tuple[float, float] | None = None
     """:func:`~loadtest.host.speed_probe_ms` before and after the calls."""
+    metrics_scrapes: list[tuple[float, str]] = field(default_factory=list)
+    """The gateway's ``/metrics`` when the planned steady window opened and closed."""
     probes_ms: list[float] = field(default_factory=list)
     probe_failures: int = 0
     agent_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -164,6 +166,7 @@ async def run_load(
         watcher = asyncio.create_task(watch_processes(http, env, raw, stop))
         shown = asyncio.create_task(_progress(raw, plans, stop, progress)) if progress else None
         origin = time.monotonic() + 0.2  # every worker starts the ramp at the same instant
+        scrapes = asyncio.create_task(scrape_steady(http, env, raw, steady_plan(plans, origin)))
         try:
             async with asyncio.timeout(config.deadline_s + 20):
                 if config.workers > 1:
@@ -174,7 +177,10 @@ async def run_load(
             raw.deadline_hit = True
         finally:
             stop.set()
-            await asyncio.gather(watcher, *([shown] if shown else []), return_exceptions=True)
+            scrapes.cancel()
+            await asyncio.gather(
+                watcher, scrapes, *([shown] if shown else []), return_exceptions=True
+            )
         raw.ended = time.monotonic()
         raw.deadline_hit = raw.deadline_hit or raw.ended - began > config.deadline_s
         raw.speed_probe_ms = (speed_before, speed_probe_ms())
@@ -197,6 +203,41 @@ async def _in_workers(
         ]
         done = await asyncio.gather(*futures)
     return [result for shard in done for result in shard]
+
+
+def steady_plan(plans: Sequence[CallPlan], origin: float) -> tuple[float, float] | None:
+    """When every planned call is up: 1 s after the last start to 0.5 s before the first end.
+
+    None when that is shorter than a second (the report's steady window, as planned).
+    """
+    start = origin + max(p.start_s for p in plans) + 1.0
+    end = origin + min(p.start_s + p.duration_s for p in plans) - 0.5
+    return (start, end) if end - start >= 1.0 else None
+
+
+async def scrape_steady(
+    http: aiohttp.ClientSession,
+    env: Environment,
+    raw: RawRun,
+    window: tuple[float, float] | None,
+) -> None:
+    """Read the gateway's ``/metrics`` as the steady window opens and as it closes.
+
+    A scrape that fails (a ``--target`` gateway that does not serve ``/metrics`` to the
+    tester) leaves the report without the gateway's view; the run goes on.
+    """
+    if window is None:
+        return
+    timeout = aiohttp.ClientTimeout(total=5)
+    for at in window:
+        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        try:
+            async with http.get(f"{env.base_url}/metrics", timeout=timeout) as response:
+                if response.status != 200:
+                    return
+                raw.metrics_scrapes.append((time.monotonic(), await response.text()))
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return
 
 
 async def watch_processes(

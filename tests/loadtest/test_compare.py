@@ -179,6 +179,8 @@ def summary(
             "agent_server_cpu_percent",
             "tester_cpu_percent",
             "host_steal_percent",
+            "gateway_in_p99_ms",
+            "gateway_out_p99_ms",
         )
     )
     return figures | {"frames_lost": lost, "frames_misordered": 0, "calls_failed": 0, "ok": ok}

@@ -143,6 +143,11 @@ def test_external_probe_agent_measures_both_legs_with_nothing_lost(tmp_path: Pat
     assert latency["outbound"]["count"] > 0.8 * frames["sent"]
     assert latency["agent_connect"]["count"] == 3
     assert report["agent_server"]["cpu_percent"] is not None
+    # The gateway's own histograms over the steady window (1.1-2.1 s): 3 calls' caller
+    # frames, one in ten observed, each a fraction of the end-to-end figure.
+    view = report["gateway_view"]["added_in"]
+    assert 3 * 50 / 10 * 0.8 <= view["observed"] <= 3 * 50 * 1.2 / 10 + 3
+    assert 0 < view["p50_ms"] <= latency["inbound"]["max"]
 
 
 def test_compare_runs_each_variant_with_its_own_settings(
