@@ -75,6 +75,7 @@ def judge(report: dict[str, Any], limits: Limits) -> dict[str, Any]:
         "cpu_percent_per_call": gateway.get("cpu_percent_per_call"),
         "rss_kb_per_call": gateway.get("rss_kb_per_call"),
         "steal_percent": (report.get("host") or {}).get("steal_percent"),
+        "speed_probe_ms": (report.get("host") or {}).get("speed_probe_ms"),
         "gateway_in_p99_ms": _view(report, "added_in"),
         "gateway_out_p99_ms": _view(report, "added_out"),
     }

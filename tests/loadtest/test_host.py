@@ -92,5 +92,6 @@ def test_the_report_says_how_much_the_host_stole_and_how_fast_it_was() -> None:
 def test_a_level_the_host_stole_from_is_not_clean(percent: int, clean: bool) -> None:
     level = judge(stolen_report(percent), Limits(max_steal_percent=5.0))
     assert level["steal_percent"] == percent
+    assert level["speed_probe_ms"] == (20.5, 41.0)  # the host's speed, kept with the level
     assert level["clean"] is clean
     assert level["reasons"] == ([] if clean else [f"host busy (steal {percent:g} % > 5)"])
