@@ -28,6 +28,7 @@ __all__ = [
     "parse_proc_stat",
     "read_host",
     "speed_probe_ms",
+    "steal_series",
 ]
 
 _STEAL_FIELD = 7
@@ -108,6 +109,28 @@ def host_figures(samples: Sequence[HostSample], window: tuple[float, float]) -> 
         "steal_percent_by_cpu": steal,
         "busy_percent_by_cpu": busy,
     }
+
+
+def steal_series(
+    samples: Sequence[HostSample], origin: float, step_s: float = 60.0
+) -> list[list[float]]:
+    """``[seconds from origin, steal %]`` of all CPUs per ``step_s``: when the host took.
+
+    A long soak's one figure hides a bad minute; the series places it next to the
+    losses and latencies of the same minute.
+    """
+    series: list[list[float]] = []
+    start = samples[0] if samples else None
+    for sample in samples[1:]:
+        assert start is not None
+        if sample.at - start.at < step_s and sample is not samples[-1]:
+            continue
+        begin, end = start.cpus.get("all"), sample.cpus.get("all")
+        if begin is not None and end is not None and end.total > begin.total:
+            share = 100 * (end.steal - begin.steal) / (end.total - begin.total)
+            series.append([round(sample.at - origin, 1), round(share, 1)])
+        start = sample
+    return series
 
 
 def speed_probe_ms(steps: int = _PROBE_STEPS) -> float:

@@ -144,6 +144,10 @@ def print_soak(console: Console, report: Mapping[str, Any]) -> None:
         f"soak: {soak['calls']} calls live for {soak['duration_s']:g} s, {calls['played']} "
         f"calls of ~{soak['call_s']:g} s played, {report['billing']['checked']} billed and checked"
     )
+    steal = soak.get("host_steal_by_minute") or []
+    if steal:
+        worst_at, worst = max(steal, key=lambda point: point[1])
+        console.print(f"host steal: worst minute {worst:g}% (ending {worst_at:g} s in)")
     if soak["rss_drift"] is None:
         console.print("RSS drift: not measured (no gateway RSS sample after the warm-up)")
         return

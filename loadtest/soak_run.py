@@ -35,7 +35,7 @@ import msgspec
 from gateway.server.answer import call_id_for
 from loadtest.agent_call import records_by_call
 from loadtest.environment import Environment
-from loadtest.host import host_figures, speed_probe_ms
+from loadtest.host import host_figures, speed_probe_ms, steal_series
 from loadtest.player import CallPlan, CallResult
 from loadtest.report import SCHEMA, account, check_billing, machine, process_figures
 from loadtest.run import RawRun, RunConfig, watch_processes
@@ -338,6 +338,7 @@ def _soak_section(config: SoakConfig, raw: RawRun, origin: float) -> dict[str, A
         "end_window_s": None,
         "rss_drift": None,
         "samples": [[round(t, 2), round(rss / 2**20, 2)] for t, rss in downsample(samples)],
+        "host_steal_by_minute": steal_series(raw.host, origin),
     }
     if drift is not None:
         section |= {

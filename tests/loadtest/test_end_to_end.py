@@ -118,6 +118,10 @@ def test_soak_recycles_calls_bills_each_one_and_measures_drift(tmp_path: Path) -
     baseline, end = statistics.median(after[:5]), statistics.median(after[-5:])
     assert soak["rss_mb_baseline"] == pytest.approx(baseline, abs=0.01)
     assert soak["rss_drift"] == pytest.approx((end - baseline) / baseline, abs=1e-3)
+    # Shorter than a minute: the host's steal series is its one tail point.
+    ((ended_at, steal),) = soak["host_steal_by_minute"]
+    assert 0 < ended_at <= SOAK_S + 30
+    assert 0 <= steal <= 100
     # Pinned as asked, and this process given its CPUs back.
     observed = report["machine"]["affinity"]["observed"]
     assert (observed["gateway"], observed["tester"]) == (str(allowed[0]), str(allowed[-1]))

@@ -10,7 +10,14 @@ import pytest
 from rich.console import Console
 
 from loadtest.capacity import Limits, judge
-from loadtest.host import CpuTicks, HostSample, host_figures, parse_proc_stat, read_host
+from loadtest.host import (
+    CpuTicks,
+    HostSample,
+    host_figures,
+    parse_proc_stat,
+    read_host,
+    steal_series,
+)
 from loadtest.render import print_report
 from loadtest.report import account
 from tests.loadtest.test_report import probe_call, raw_run
@@ -51,6 +58,17 @@ def test_steal_and_busy_per_cpu_over_the_window() -> None:
     assert figures["busy_percent_by_cpu"] == {"0": 60.0, "1": 60.0}
     assert figures["window_s"] == 2.0
     assert figures["samples"] == 3
+
+
+def test_the_steal_series_has_one_point_per_step_and_the_tail() -> None:
+    def at(t: float, total: int, steal: int) -> HostSample:
+        return HostSample(t, {"all": CpuTicks(total, 0, steal)})
+
+    # 100 ticks a second; 10 stolen a second for the first minute, 50 in the second.
+    samples = [at(float(t), 100 * t, 10 * t) for t in range(0, 61, 30)]
+    samples += [at(60.0 + t, 6000 + 100 * t, 600 + 50 * t) for t in range(30, 91, 30)]
+    assert steal_series(samples, origin=0.0) == [[60.0, 10.0], [120.0, 50.0], [150.0, 50.0]]
+    assert steal_series([], origin=0.0) == []
 
 
 def test_too_few_samples_give_no_figures() -> None:
