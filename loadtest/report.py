@@ -38,6 +38,7 @@ __all__ = [
     "account",
     "billed_report",
     "check_billing",
+    "loss_ratio",
     "machine",
     "objectives",
     "process_figures",
@@ -103,6 +104,15 @@ class BillingRow:
         low = billable_units(max(0, self.sent_ms - BOUNDARY_TOLERANCE_MS), cap)
         high = billable_units(self.sent_ms + BOUNDARY_TOLERANCE_MS, cap)
         return low <= self.billed_units <= high
+
+
+def loss_ratio(lost: int, sent: int) -> float:
+    """``lost / sent`` to 6 significant digits: never 0 when a frame was lost.
+
+    (Rounded to 6 decimals instead, 3 frames lost of an hour's 15 M read 0.0, and the
+    ``--max-loss 0`` objective passed.)
+    """
+    return float(f"{lost / sent:.6g}") if sent else 0.0
 
 
 def machine() -> dict[str, Any]:
@@ -190,7 +200,7 @@ def account(raw: RawRun, billing: Sequence[BillingRow] = ()) -> dict[str, Any]:
             "errors": dict(Counter((r.error or "").split(":")[0] for r in results if r.error)),
             "by_carrier": dict(Counter(r.plan.carrier for r in answered)),
         },
-        "frames": dict(frames) | {"loss_ratio": round(lost / sent, 6) if sent else 0.0},
+        "frames": dict(frames) | {"loss_ratio": loss_ratio(lost, sent)},
         "latency_ms": {
             "answer": summarize(r.answer_ms for r in results if r.answer_ms is not None).as_dict(),
             "inbound": summarize(lat["inbound"]).as_dict(),
@@ -317,15 +327,18 @@ def _account_call(
         # played, by design: frames are due at the carrier only if sent at least the
         # outbound delay *at the end of the call* before the hang-up, plus the margin.
         # The end, not the call's median: with an agent that never pauses (the probe) the
-        # queue grows at every underrun and stays. A stall before the end still counts:
-        # what was sent before it and never heard is lost.
-        queued_s = summarize(outbound.latencies_ms[-_END_DELAY_FRAMES:]).p50 or 0.0
+        # queue grows at every underrun and stays. The last frame's delay when it is
+        # larger: a burst (the agent caught up after a stall) is still being played out
+        # at the hang-up, and the last second's median does not see it yet. A stall
+        # before the end still counts: what was sent before it and never heard is lost.
+        latencies = outbound.latencies_ms
+        queued_ms = max(summarize(latencies[-_END_DELAY_FRAMES:]).p50 or 0.0, latencies[-1])
         lost = match_stream(
             agent_sent,
             result.received,
             ratio=ratio,
             frame_samples=agent_frame,
-            count_until=ended - _IN_FLIGHT_S - queued_s / 1000,
+            count_until=ended - _IN_FLIGHT_S - queued_ms / 1000,
         ).lost_frames
         outbound = replace(outbound, lost_frames=lost)
     lat["inbound"].extend(inbound.latencies_ms)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from loadtest.player import CallPlan
-from loadtest.report import Objective, objectives
+from loadtest.report import Objective, loss_ratio, objectives
 from loadtest.run import RunConfig, plan_calls
 from loadtest.stats import summarize
 
@@ -246,7 +246,7 @@ class Tally:
     def frames_json(self) -> dict[str, Any]:
         """The ``frames`` section, with the loss ratio over all batches."""
         sent, lost = self.frames["sent"], sum(self.frames[k] for k in _LOST)
-        return dict(self.frames) | {"loss_ratio": round(lost / sent, 6) if sent else 0.0}
+        return dict(self.frames) | {"loss_ratio": loss_ratio(lost, sent)}
 
     def latency_json(self) -> dict[str, Any]:
         """The per-call part of ``latency_ms``."""

@@ -11,7 +11,7 @@ import pytest
 from gateway.server.answer import call_id_for
 from loadtest.player import CallPlan, CallResult
 from loadtest.procs import ProcSample
-from loadtest.report import BillingRow, account, objectives, process_figures
+from loadtest.report import BillingRow, account, loss_ratio, objectives, process_figures
 from loadtest.run import RawRun, RunConfig
 
 
@@ -125,6 +125,36 @@ def test_audio_queued_for_playout_at_the_hang_up_is_not_lost() -> None:
     _hear(result, in_time[:-60])
     report = account(raw_run([result], [record]))
     assert report["frames"]["lost_outbound"] == 60 - 10
+
+
+def test_a_burst_still_playing_out_at_the_hang_up_is_not_lost() -> None:
+    """The agent server stalled 0.4 s, then echoed 20 frames at once (soak, 04:21 UTC).
+
+    The gateway plays them in real time, so the caller hangs up 0.38 s behind: the last
+    second's median delay (~0.1 s) would count 4 queued frames as lost.
+    """
+    result, record = probe_call(0, 250)
+    out_at = record["timing"]["out_at"]
+    burst_at = out_at[219]
+    out_at[200:220] = [burst_at] * 20
+    heard = [t + 0.001 for t in out_at[:200]]
+    heard += [burst_at + 0.001 + 0.02 * (k - 200) for k in range(200, 250)]
+    assert result.ended_at is not None
+    _hear(result, [t for t in heard if t <= result.ended_at])
+    assert len(result.received) == 231  # 19 frames still queued at the hang-up
+    report = account(raw_run([result], [record]))
+    assert report["frames"]["lost_outbound"] == 0
+
+
+def test_the_loss_ratio_is_never_rounded_to_zero() -> None:
+    assert loss_ratio(3, 15_111_366) == pytest.approx(1.98526e-07)
+    assert loss_ratio(0, 15_111_366) == 0.0
+    assert loss_ratio(0, 0) == 0.0
+    result, record = probe_call(0, 100)
+    report = account(raw_run([result], [record]))
+    report["frames"]["loss_ratio"] = loss_ratio(3, 15_111_366)  # an hour's soak, 3 lost
+    (check,) = objectives(report, {"max_loss": 0.0})
+    assert not check.ok
 
 
 def _hear(result: CallResult, times: list[float]) -> None:
