@@ -119,10 +119,11 @@ def steal_series(
     A long soak's one figure hides a bad minute; the series places it next to the
     losses and latencies of the same minute.
     """
+    if not samples:
+        return []
     series: list[list[float]] = []
-    start = samples[0] if samples else None
+    start = samples[0]
     for sample in samples[1:]:
-        assert start is not None
         if sample.at - start.at < step_s and sample is not samples[-1]:
             continue
         begin, end = start.cpus.get("all"), sample.cpus.get("all")
