@@ -103,8 +103,8 @@ def _summary(buckets: Buckets) -> dict[str, Any]:
     for label, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
         value = histogram_quantile(buckets, q)
         out[f"{label}_ms"] = None if value is None else round(value * 1000, 3)
+    known = {le for le, _ in buckets}
     for bound in GOAL_BOUNDS_S:
-        known = {le for le, _ in buckets}
         share = share_within(buckets, bound) if bound in known else None
         out[f"within_{bound * 1000:g}_ms"] = None if share is None else round(share, 5)
     return out
