@@ -167,8 +167,20 @@ class CallerMedia:
             rate = carrier.sample_rate if carrier.sample_rate in _VAD_RATES else agent_rate
             detector = VoiceActivityDetector(sample_rate=rate)
         self._chain = CallerToAgent(carrier, agent_rate, detector)
+        self._bytes_per_second = carrier.bytes_per_second
         self.frames = 0
         """Caller payloads processed."""
+        self.received_bytes = 0
+        """Caller audio received, in bytes of the carrier's format."""
+
+    @property
+    def media_ms(self) -> int:
+        """The caller's media clock: milliseconds of caller audio received so far.
+
+        Carriers stream the caller's audio continuously in real time, silence included
+        (docs/architecture.md), so this is the call's duration by the carrier's clock.
+        """
+        return self.received_bytes * 1000 // self._bytes_per_second
 
     def audio(
         self, payload: bytes, agent: AgentMedia, *, barge_in: bool, now: float
@@ -181,6 +193,7 @@ class CallerMedia:
         chain = self._chain
         pcm = chain.process(payload)
         self.frames += 1
+        self.received_bytes += len(payload)
         if not chain.events:
             return pcm, None
         events = chain.events_received()

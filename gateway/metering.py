@@ -4,6 +4,11 @@ The rules (ARCHITECTURE.md "Billing and limits", docs.rymi.live/api/billing.html
 
 * Billable audio runs from the first audio exchanged (either direction) to the end of
   the call. A call that exchanged no audio bills nothing.
+* The span is read on two clocks and the shorter reading bills: the gateway's monotonic
+  clock and, where the edge passes it, the caller's media clock (caller audio received,
+  which the carrier streams continuously in real time: docs/architecture.md). A
+  gateway that was not scheduled when the hang-up arrived (a VM's steal, a long pause)
+  reads the hang-up late by its own clock; the media clock does not bill that time.
 * It is billed in units of 30 s, rounded up (1 ms -> 1 unit, 30.000 s -> 1, 30.001 s -> 2),
   and never beyond the agent's max call duration.
 * A unit costs half the role's per-minute rate.
@@ -138,23 +143,33 @@ class AudioMeter:
 
     Call :meth:`audio` whenever a media frame carrying audio passes, in either direction;
     the first one starts the billable span, which then runs until the call ends.
+
+    ``media_ms``, where given, is the caller's media clock: milliseconds of caller audio
+    received so far. The span is then the shorter of the two clocks' readings (module
+    docstring): the bill never exceeds the caller audio the carrier streamed meanwhile.
     """
 
     first_audio_ms: int | None = None
     """Monotonic time of the first audio frame, in milliseconds; None before any audio."""
+    first_media_ms: int | None = None
+    """The caller's media clock at the first audio frame; None when not given."""
     last_checkpoint_ms: int | None = None
     """Monotonic time of the last checkpoint taken, in milliseconds."""
 
-    def audio(self, now_ms: int) -> None:
-        """Record that audio was exchanged at ``now_ms``."""
+    def audio(self, now_ms: int, media_ms: int | None = None) -> None:
+        """Record that audio was exchanged at ``now_ms`` (media clock ``media_ms``)."""
         if self.first_audio_ms is None:
             self.first_audio_ms = now_ms
+            self.first_media_ms = media_ms
 
-    def audio_ms(self, now_ms: int) -> int:
+    def audio_ms(self, now_ms: int, media_ms: int | None = None) -> int:
         """Billable audio so far, in milliseconds (0 before any audio)."""
         if self.first_audio_ms is None:
             return 0
-        return max(0, now_ms - self.first_audio_ms)
+        span = max(0, now_ms - self.first_audio_ms)
+        if media_ms is not None and self.first_media_ms is not None:
+            span = min(span, max(0, media_ms - self.first_media_ms))
+        return span
 
     def checkpoint_due(self, now_ms: int, interval_ms: int) -> bool:
         """Whether a usage checkpoint is due (none taken yet, or ``interval_ms`` passed)."""
@@ -163,10 +178,10 @@ class AudioMeter:
         last = self.last_checkpoint_ms
         return last is None or now_ms - last >= interval_ms
 
-    def checkpoint(self, now_ms: int) -> int:
+    def checkpoint(self, now_ms: int, media_ms: int | None = None) -> int:
         """Take a checkpoint: remember ``now_ms`` and return the audio so far in ms."""
         self.last_checkpoint_ms = now_ms
-        return self.audio_ms(now_ms)
+        return self.audio_ms(now_ms, media_ms)
 
 
 def _require_int(name: str, value: object, low: int) -> None:

@@ -22,7 +22,11 @@ max-duration deadline end the call. ENDED accepts nothing.
 Billing (ARCHITECTURE.md, reliability.md 2.2): billable audio runs from the first audio
 frame exchanged while the agent is connected to the end of the call, or to the moment
 the agent failed (after that nothing is exchanged: the caller hears silence). A call
-that never reached its agent bills 0. The ledger caps it at the max duration.
+that never reached its agent bills 0. The ledger caps it at the max duration. The edge
+passes the caller's media clock (``media_ms``: caller audio received so far) with each
+event, and the span is the shorter of the two clocks' readings (:mod:`gateway.metering`):
+a hang-up read late because the gateway was not scheduled bills no more than the caller
+audio the carrier streamed.
 
 Timers: the max duration runs from media start (the media socket, not the answer, is
 what the carrier bills and what we can stop); the warning goes ``warning_s`` before it.
@@ -180,6 +184,8 @@ class CallSession:
         self._playout_end: float | None = None
         self._next_checkpoint: float | None = None
         self._billing_stop_ms: int | None = None  # the agent failed here: billing stops
+        self._media_ms: int | None = None  # the caller's media clock at the last event
+        self._billing_stop_media_ms: int | None = None
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -194,11 +200,12 @@ class CallSession:
         return self._meter.first_audio_ms is not None
 
     def audio_ms(self, now: float) -> int:
-        """Billable audio so far, in milliseconds."""
-        now_ms = _ms(now)
+        """Billable audio so far, in milliseconds (media clock: the last event's)."""
+        now_ms, media_ms = _ms(now), self._media_ms
         if self._billing_stop_ms is not None:
             now_ms = min(now_ms, self._billing_stop_ms)
-        return self._meter.audio_ms(now_ms)
+            media_ms = self._billing_stop_media_ms
+        return self._meter.audio_ms(now_ms, media_ms)
 
     def next_deadline(self) -> float | None:
         """When to send :class:`Tick` next (monotonic s), or None (nothing timed)."""
@@ -218,8 +225,11 @@ class CallSession:
 
     # -- the one entry point -----------------------------------------------------------------
 
-    def handle(self, event: Event, now: float) -> list[Action]:
+    def handle(self, event: Event, now: float, media_ms: int | None = None) -> list[Action]:
         """Apply ``event`` at ``now``; returns the actions to carry out, in order.
+
+        ``media_ms`` is the caller's media clock (ms of caller audio received so far),
+        where the edge knows it; billing reads the shorter of it and ``now``.
 
         Raises:
             StateError: the event is not allowed in the current phase.
@@ -227,6 +237,8 @@ class CallSession:
         name = TRANSITIONS.get((self.phase, type(event)))
         if name is None:
             raise StateError(f"call session: {type(event).__name__} not allowed while {self.phase}")
+        if media_ms is not None:
+            self._media_ms = media_ms
         handler: Callable[[Event, float], list[Action]] = getattr(self, name)
         return handler(event, now)
 
@@ -249,13 +261,14 @@ class CallSession:
 
     def _on_audio(self, event: Event, now: float) -> list[Action]:
         if not self.billing_started:
-            self._meter.audio(_ms(now))
+            self._meter.audio(_ms(now), self._media_ms)
             self._next_checkpoint = now + self.config.checkpoint_interval_s
         return []
 
     def _on_agent_failed(self, event: Event, now: float) -> list[Action]:
         self.phase = Phase.AGENT_LOST
         self._billing_stop_ms = _ms(now)
+        self._billing_stop_media_ms = self._media_ms
         self._grace_end = now + self.config.agent_grace_s
         return []
 

@@ -149,3 +149,31 @@ def test_meter_checkpoints_never_decrease(times: list[int]) -> None:
     readings = [meter.checkpoint(t) for t in sorted(times)]
     assert readings == sorted(readings)
     assert readings[-1] == max(times) - min(times)
+
+
+def test_meter_bills_the_shorter_of_the_gateway_and_the_media_clock() -> None:
+    meter = AudioMeter()
+    meter.audio(10_000, media_ms=400)  # 400 ms of caller audio came before the first
+    # The hang-up was read 230 ms late (the gateway was not scheduled): the carrier
+    # streamed 60 s of caller audio meanwhile, and that is what bills.
+    assert meter.audio_ms(70_230, media_ms=60_400) == 60_000
+    # Caller audio that arrived in a burst ahead of the clock bills no more than the clock.
+    assert meter.audio_ms(12_000, media_ms=3_000) == 2_000
+    assert meter.audio_ms(12_000) == 2_000  # no media clock given: the gateway's alone
+
+
+@given(st.lists(st.tuples(st.integers(0, 10**4), st.integers(0, 10**4)), min_size=1, max_size=50))
+@settings(max_examples=100)
+def test_meter_readings_on_two_clocks_never_decrease_or_exceed_either(
+    steps: list[tuple[int, int]],
+) -> None:
+    meter = AudioMeter()
+    now, media = 1_000, 0
+    meter.audio(now, media)
+    readings = []
+    for clock_step, media_step in steps:
+        now, media = now + clock_step, media + media_step
+        reading = meter.checkpoint(now, media)
+        assert reading == min(now - 1_000, media)
+        readings.append(reading)
+    assert readings == sorted(readings)

@@ -232,7 +232,7 @@ class CallRunner:
         """
         if self.session.ended:
             return
-        for action in self.session.handle(event, self.loop.time()):
+        for action in self.session.handle(event, self.loop.time(), self.caller.media_ms):
             if isinstance(action, WarnAgent):
                 self.to_agent([proto.DurationWarning(seconds_left=action.seconds_left)])
             elif isinstance(action, Checkpoint):

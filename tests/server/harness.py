@@ -228,6 +228,23 @@ async def final_record(gw: GatewayUnderTest, carrier: str, carrier_call_id: str)
     raise AssertionError("call was never finalized")
 
 
+async def live_slots_once_released(gw: GatewayUnderTest, tenant_id: str) -> int:
+    """The tenant's live-call slots once the ending sequence has had time to release them.
+
+    Release is the ending sequence's last step, after the final record (docs/call-engine.md):
+    a reader that sees the record final can ask Redis before it runs (the record's commit,
+    on SQLite's committer thread, is visible to other connections before the finishing
+    coroutine resumes). Waits up to 5 s for the count to reach 0; returns the last count.
+    """
+    count = await gw.engine.coordination.active_calls(tenant_id)
+    for _ in range(100):
+        if count == 0:
+            break
+        await asyncio.sleep(0.05)
+        count = await gw.engine.coordination.active_calls(tenant_id)
+    return count
+
+
 def answer_params(carrier: str, carrier_call_id: str, to: str = NUMBER) -> dict[str, str]:
     """The fields each carrier posts to its answer URL."""
     if carrier == "twilio":

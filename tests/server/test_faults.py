@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import aiohttp
@@ -23,6 +24,7 @@ from tests.server.harness import (
     call_answer,
     connect_media,
     final_record,
+    live_slots_once_released,
     load_speech,
     new_call_id,
     running_gateway,
@@ -53,7 +55,7 @@ async def test_agent_down_at_start_hangs_up_after_grace_unbilled(tmp_path: Path)
         record = await final_record(gw, "twilio", sid)
         await asyncio.wait_for(gw.api.seen.wait(), timeout=2)
         balance = await gw.engine.state.ledger.balance_micros(tenant.id)
-        active = await gw.engine.coordination.active_calls(tenant.id)
+        active = await live_slots_once_released(gw, tenant.id)
     assert (record.status, record.end_reason) == (CallStatus.FAILED, "agent_error")
     assert record.audio_ms == 0
     assert record.billable_units == 0
@@ -128,6 +130,35 @@ async def test_caller_hangup_mid_sentence_loses_no_audio(tmp_path: Path, carrier
 
 
 @pytest.mark.both_loops
+@pytest.mark.parametrize("carrier", ["twilio", "plivo"])
+async def test_a_hangup_read_late_bills_the_audio_streamed_not_the_stall(
+    tmp_path: Path, carrier: str
+) -> None:
+    # The gateway shares this loop: blocking it right after the stop is written is the
+    # gateway not being scheduled when the hang-up arrives (a VM's steal, a long pause).
+    # Its own clock then reads the hang-up 600 ms late; the caller's media clock (1 s of
+    # audio streamed) does not, and bills the call as the load tester counts it.
+    async with running_gateway(tmp_path) as gw, aiohttp.ClientSession() as http:
+        await gw.tenant(carrier)
+        sid, call = await _start_call(gw, http, carrier)
+        assert await call.send_frames(silence(carrier, 1000)) == 50
+        for message in call.side.stop():
+            assert isinstance(message, str)  # Twilio's and Plivo's stop events are JSON
+            await call.ws.send_str(message)
+        time.sleep(0.6)  # noqa: ASYNC251 -- blocking the loop is the point
+        assert call.first_frame_at is not None
+        clock_span = time.monotonic() - call.first_frame_at  # what the clock alone reads
+        await call.ws.close()
+        await call.finish()
+        record = await final_record(gw, carrier, sid)
+    assert record.end_reason == "caller_hangup"
+    assert clock_span >= 1.55
+    # First frame to the agent → the last: 49 frames' worth (the echo agent is
+    # connected before the first frame), not 1.6 s.
+    assert 900 <= record.audio_ms <= 1000, record.audio_ms
+
+
+@pytest.mark.both_loops
 async def test_agent_hangup_ends_the_call_and_the_carrier_leg(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw, aiohttp.ClientSession() as http:
         await gw.tenant("plivo")
@@ -155,7 +186,7 @@ async def test_admin_hangup_through_the_command_channel(tmp_path: Path) -> None:
         await asyncio.wait_for(call.closed.wait(), timeout=3)
         sender.cancel()
         record = await final_record(gw, "vonage", sid)
-        active = await gw.engine.coordination.active_calls(tenant.id)
+        active = await live_slots_once_released(gw, tenant.id)
     assert (record.status, record.end_reason) == (CallStatus.COMPLETED, "admin_hangup")
     assert record.billable_units == 1
     assert active == 0

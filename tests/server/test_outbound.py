@@ -30,6 +30,7 @@ from tests.server.harness import (
     GatewayUnderTest,
     call_answer,
     connect_media,
+    live_slots_once_released,
     load_speech,
     new_call_id,
     parse_answer,
@@ -155,7 +156,7 @@ async def test_outbound_call_end_to_end(tmp_path: Path, stand_ins: tuple[StandIn
         await call.hang_up()
         record = await _final(gw, call_id)
         balance = await gw.engine.state.ledger.balance_micros(tenant.id)
-        slots = await gw.engine.coordination.active_calls(tenant.id)
+        slots = await live_slots_once_released(gw, tenant.id)
 
     assert call.audio_frames(), "the echo agent sent nothing back"
     assert record.direction is Direction.OUTBOUND

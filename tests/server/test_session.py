@@ -152,6 +152,25 @@ def test_caller_hangup() -> None:
     assert end.finalize
 
 
+def test_a_hangup_read_late_bills_the_caller_audio_streamed() -> None:
+    # The gateway was not scheduled for 230 ms when the hang-up arrived; the caller's
+    # media clock (audio received) says the carrier streamed 60 s after the first audio.
+    session = active(100)
+    session.handle(AudioExchanged(), 100.5, media_ms=480)
+    assert session.handle(Tick(), 105.5, media_ms=5_380) == [Checkpoint(4_900)]
+    end = ended(session.handle(CallerHungUp("stop"), 160.73, media_ms=60_480))
+    assert end.audio_ms == 60_000
+    assert end.audio_ms < round((160.73 - 100.5) * 1000)  # the gateway's clock alone
+
+
+def test_agent_failure_stops_both_clocks() -> None:
+    session = active(100)
+    session.handle(AudioExchanged(), 100, media_ms=0)
+    session.handle(AgentFailed("agent_closed"), 103, media_ms=2_900)
+    end = ended(session.handle(Tick(), 105, media_ms=4_900))
+    assert end.audio_ms == 2_900  # the media clock at the failure, not at the hang-up
+
+
 def test_agent_hangup_waits_for_playout() -> None:
     session = active(100)
     session.handle(AudioExchanged(), 100)
