@@ -112,6 +112,8 @@ class CallRecord:
     """The close code the gateway sent (or answered ours with)."""
     core: dict[str, Any] = field(default_factory=dict)
     timing: CallTiming | None = None
+    peer_port: int | None = None
+    """The gateway's port of this call's connection (to find it in a wire capture)."""
 
     def as_json(self) -> dict[str, Any]:
         """The record as JSON values (``/stats``, ``--stats-file``)."""
@@ -272,6 +274,8 @@ class AgentCall:
         self._factory = factory
         self._ids = (call_id, agent_id)
         self._began = 0.0
+        self.peer_port: int | None = None
+        """The gateway's end of the connection (set by the server when it connects)."""
         self.record: CallRecord | None = None
         """Set by a valid ``start``."""
         self._core: AgentCore | None = None
@@ -292,6 +296,7 @@ class AgentCall:
             return False
         self._began = time.monotonic()
         self.record = CallRecord(start.call_id, start.agent_id, self._config.mode, time.time())
+        self.record.peer_port = self.peer_port
         if self._config.timing:
             self.record.timing = CallTiming(self._began)
         self._core = self._factory(start)

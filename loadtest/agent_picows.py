@@ -159,6 +159,8 @@ class _AgentSocket(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._transport = transport
+        peer = transport.underlying_transport.get_extra_info("peername")
+        self._call.peer_port = int(peer[1]) if peer else None
         self._server.live.add(self)
         self._arm(self._server.config.start_timeout_s, self._no_start)
 

@@ -147,6 +147,8 @@ async def _agent_call(
     await ws.prepare(request)
     request.app[_SOCKETS].add(ws)
     call = AgentCall(config, factory, call_id, agent_id)
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    call.peer_port = int(peer[1]) if peer else None
     try:
         msg = await ws.receive(timeout=config.start_timeout_s)
         first = msg.data if msg.type is WSMsgType.TEXT else None

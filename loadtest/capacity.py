@@ -21,7 +21,7 @@ whose host stole more than ``max_steal_percent`` of the CPUs' time over the wind
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -78,6 +78,8 @@ def judge(report: dict[str, Any], limits: Limits) -> dict[str, Any]:
         "speed_probe_ms": (report.get("host") or {}).get("speed_probe_ms"),
         "gateway_in_p99_ms": _view(report, "added_in"),
         "gateway_out_p99_ms": _view(report, "added_out"),
+        "wire_in_p50_ms": _wire(report, "p50"),
+        "wire_in_p99_ms": _wire(report, "p99"),
     }
     reasons = []
     if lost:
@@ -154,3 +156,9 @@ async def search(
             "max_steal_percent": limits.max_steal_percent,
         },
     }
+
+
+def _wire(report: Mapping[str, Any], key: str) -> float | None:
+    """A percentile of the loopback capture's carrier → agent figure (``--wire``)."""
+    wire = report.get("wire")
+    return None if not wire else wire["in"].get(key)

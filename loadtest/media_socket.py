@@ -212,6 +212,8 @@ class CarrierSocket(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        name = transport.underlying_transport.get_extra_info("sockname")
+        self.result.local_port = int(name[1]) if name else None
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         at = time.monotonic()

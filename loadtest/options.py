@@ -96,6 +96,9 @@ def add_pinning(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument(flag, metavar="CPUS", help=f"run {what} on these CPUs: 0, 0,1 or 1-3")
 
 
+_MAX_WIRE_S = 30.0  # ~60 k packets a second at 300 calls: keep the capture's memory bounded
+
+
 def add_load(cmd: argparse.ArgumentParser) -> None:
     """How many calls, which carriers, how fast, for how long, by how many processes."""
     cmd.add_argument("--calls", type=int, default=10)
@@ -105,6 +108,14 @@ def add_load(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--durations", default="", help="per-call seconds, cycled (e.g. 5,10)")
     cmd.add_argument(
         "--workers", type=int, default=1, help="tester processes (one saturates near 100 calls)"
+    )
+    cmd.add_argument(
+        "--wire",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="capture this much of the steady window on lo: the gateway's added latency "
+        "by kernel timestamps (needs CAP_NET_RAW)",
     )
 
 
@@ -202,6 +213,14 @@ def run_config(args: argparse.Namespace, pinning: Any, calls: int | None = None)
         raise ValueError("expected --calls >= 1, --ramp > 0, --hold >= 0, --deadline > 0")
     if not 1 <= args.workers <= 64:
         raise ValueError("expected --workers 1-64")
+    wire = getattr(args, "wire", 0.0)
+    if not 0 <= wire <= _MAX_WIRE_S:
+        raise ValueError(f"--wire: expected 0-{_MAX_WIRE_S:g} s, got {wire:g}")
+    if wire:
+        from loadtest.wire_capture import check_permission
+
+        if (why := check_permission()) is not None:
+            raise ValueError(why)
     return RunConfig(
         calls=calls or args.calls,
         mix=parse_mix(args.mix),
@@ -211,6 +230,7 @@ def run_config(args: argparse.Namespace, pinning: Any, calls: int | None = None)
         deadline_s=deadline,
         workers=args.workers,
         worker_cpus=pinning.tester,
+        wire_s=wire,
     )
 
 

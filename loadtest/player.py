@@ -94,6 +94,8 @@ class CallResult:
     close_code: int | None = None
     completed: bool = False
     """Answered, streamed its whole duration and hung up normally."""
+    local_port: int | None = None
+    """The media socket's own port (to find its packets in a wire capture)."""
 
     @property
     def received(self) -> list[tuple[float, int]]:

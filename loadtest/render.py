@@ -6,6 +6,7 @@ plot without it is a clear error, not a crash at import.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ _LATENCIES = (
     ("healthz_probe", "/healthz probe (loop lag)"),
     ("tester_lateness", "tester send lateness"),
 )
+
+
+_LOST_LINES = 10  # calls that lost agent audio, listed one by one
 
 
 def print_report(
@@ -85,6 +89,9 @@ def print_report(
     view = report.get("gateway_view")
     if view:
         console.print(_view_line(view))
+    wire = report.get("wire")
+    if wire:
+        console.print(_wire_line(wire))
     billing = report["billing"]
     if billing.get("checked"):
         console.print(
@@ -96,9 +103,64 @@ def print_report(
                 f"billing: {billing['unbilled_without_agent']} calls billed nothing: the caller"
                 " hung up before the agent started (no audio exchanged, not a mismatch)"
             )
+    for row in billing.get("differing", ()):
+        if row["counted_as"] == "mismatched":
+            console.print(
+                f"billing: {row['call_id']} billed {row['billed_units']} units for "
+                f"{row['audio_ms']} ms ({row['status']}, {row['end_reason']}); sent "
+                f"{row['sent_ms']} ms = {row['expected_units']} units"
+            )
+    losing = [row for row in report.get("per_call", ()) if row.get("lost_outbound")]
+    for row in losing[:_LOST_LINES]:
+        console.print(_lost_line(row))
+    if len(losing) > _LOST_LINES:
+        console.print(f"lost: {len(losing) - _LOST_LINES} more calls lost agent frames")
     for check in checks:
         mark = "[green]ok[/]" if check.ok else "[red]MISSED[/]"
         console.print(f"objective {check.name} ≤ {check.limit}: {_fmt(check.value)} {mark}")
+
+
+def _lost_line(row: Mapping[str, Any]) -> str:
+    """A call that lost agent audio: when it hung up and what the carrier heard last."""
+    ended = row.get("ended_unix")
+    when = time.strftime("%H:%M:%S", time.gmtime(ended)) + " UTC" if ended else "?"
+    return (
+        f"lost: call {row['call_id']} lost {row['lost_outbound']} agent frames; hung up "
+        f"at {when}, {_fmt(row.get('tail_gap_ms'))} ms after the last frame heard "
+        f"(playout allowance {_fmt(row.get('playout_allowance_ms'))} ms)"
+    )
+
+
+def _shares(figures: Mapping[str, Any]) -> str:
+    """The shares within the goal's bounds, e.g. ``99.1% ≤ 0.5 ms, 99.9% ≤ 2 ms``."""
+    return ", ".join(
+        f"{100 * figures[key]:.1f}% ≤ {key[7:-3]} ms"
+        for key in ("within_0.5_ms", "within_2_ms")
+        if figures.get(key) is not None
+    )
+
+
+def _wire_line(wire: Mapping[str, Any]) -> str:
+    """The loopback capture's carrier → agent figure (kernel timestamps on both ends)."""
+    figures, capture = wire["in"], wire["capture"]
+    shares = _shares(figures)
+    return (
+        f"on the wire ({wire['seconds']:g} s captured, {wire['calls_paired']} calls paired"
+        f", {wire['calls_unpaired']} not): carrier → agent p50 {_fmt(figures['p50'])} / p99 "
+        f"{_fmt(figures['p99'])} / p99.9 {_fmt(figures['p99.9'])} ms over {figures['count']} "
+        f"frames ({shares}); capture dropped {capture.get('dropped', 0)} packets"
+        + _same_seconds(wire.get("end_to_end_in"))
+    )
+
+
+def _same_seconds(figures: Mapping[str, Any] | None) -> str:
+    """The tester's end-to-end figure of the frames sent while the capture ran."""
+    if not figures or not figures.get("count"):
+        return ""
+    return (
+        f"; end to end, same seconds: p50 {_fmt(figures['p50'])} / p99 {_fmt(figures['p99'])}"
+        f" / p99.9 {_fmt(figures['p99.9'])} ms"
+    )
 
 
 def _view_line(view: Mapping[str, Any]) -> str:
@@ -108,11 +170,7 @@ def _view_line(view: Mapping[str, Any]) -> str:
         figures = view[f"added_{direction}"]
         if not figures["observed"]:
             continue
-        shares = ", ".join(
-            f"{100 * figures[key]:.1f}% ≤ {key[7:-3]} ms"
-            for key in ("within_0.5_ms", "within_2_ms")
-            if figures.get(key) is not None
-        )
+        shares = _shares(figures)
         # Out counts from audio reaching an idle pacer to its send: the wait for the
         # frame's 20 ms slot is in it (docs/operations.md), so it is no service latency.
         name = direction if direction == "in" else "out (slot wait included)"
@@ -164,6 +222,9 @@ def print_levels(console: Console, levels: Sequence[Mapping[str, Any]]) -> None:
     table = Table(title="capacity search", title_justify="left")
     for column in ("calls", "clean", "in p99", "out p99", "all up: in/out p99", "gw's own in p99"):
         table.add_column(column, justify="right")
+    wire = any(level.get("wire_in_p99_ms") is not None for level in levels)
+    if wire:
+        table.add_column("wire in p50 / p99", justify="right")
     for column in ("queue p99",):
         table.add_column(column, justify="right")
     for column in ("jitter p99", "probe p99"):
@@ -180,6 +241,7 @@ def print_levels(console: Console, levels: Sequence[Mapping[str, Any]]) -> None:
             _fmt(level["outbound_p99_ms"]),
             f"{_fmt(level['inbound_steady_p99_ms'])} / {_fmt(level['outbound_steady_p99_ms'])}",
             _fmt(level.get("gateway_in_p99_ms")),
+            *([_pair_ms(level.get("wire_in_p50_ms"), level.get("wire_in_p99_ms"))] * wire),
             _fmt(level["queue_p99_ms"]),
             _fmt(level["jitter_p99_ms"]),
             _fmt(level["probe_p99_ms"]),
@@ -191,6 +253,10 @@ def print_levels(console: Console, levels: Sequence[Mapping[str, Any]]) -> None:
             ", ".join(level["reasons"]),
         )
     console.print(table)
+
+
+def _pair_ms(first: float | None, second: float | None) -> str:
+    return f"{_fmt(first)} / {_fmt(second)}"
 
 
 def print_compare(console: Console, doc: Mapping[str, Any]) -> None:

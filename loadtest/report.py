@@ -12,6 +12,7 @@ import asyncio
 import math
 import os
 import platform
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -29,9 +30,11 @@ from loadtest.procs import ProcSample
 from loadtest.run import RawRun
 from loadtest.schedule import FRAME_S
 from loadtest.stats import summarize
+from loadtest.wire import wire_figures
 
 __all__ = [
     "BOUNDARY_TOLERANCE_MS",
+    "DIFFERING_ROWS",
     "SCHEMA",
     "BillingRow",
     "Objective",
@@ -52,6 +55,8 @@ _STEADY = ("inbound_steady", "outbound_service_steady")
 """The added latencies again, of frames sent in the steady window only: every call up,
 none being set up or torn down (the window the CPU figures use)."""
 BOUNDARY_TOLERANCE_MS = 100
+DIFFERING_ROWS = 50
+"""CDRs whose units differ that the report lists one by one (the first ones)."""
 _LONGEST_CALL_MS = 7_200_000  # the largest maxCallDuration (docs/state.md)
 """How far apart the gateway's billing clock and the frames sent may be (BillingRow)."""
 _END_DELAY_FRAMES = 50  # the last second heard gives the playout delay at the hang-up
@@ -167,13 +172,14 @@ def account(raw: RawRun, billing: Sequence[BillingRow] = ()) -> dict[str, Any]:
     results = sorted(raw.results, key=lambda r: r.plan.index)
     answered = [r for r in results if r.answered]
     frames = Counter[str]()
-    kinds = ("inbound", "outbound", "outbound_service", "connect", "jitter", *_STEADY)
+    kinds = ("inbound", "outbound", "outbound_service", "connect", "jitter", *_STEADY, "wire")
     lat: dict[str, list[float]] = {k: [] for k in kinds}
     per_carrier: dict[str, Counter[str]] = {}
     rows = {r.plan.index: _call_row(r) for r in results}
     window = _steady_window(raw, answered)
+    captured = _wire_window(raw)
     for result in answered:
-        counts = _account_call(result, raw, lat, rows[result.plan.index], window)
+        counts = _account_call(result, raw, lat, rows[result.plan.index], window, captured)
         frames.update(counts)
         per_carrier.setdefault(result.plan.carrier, Counter()).update(counts)
     sent = frames["sent"]
@@ -187,6 +193,7 @@ def account(raw: RawRun, billing: Sequence[BillingRow] = ()) -> dict[str, Any]:
             "hold_s": raw.config.hold_s,
             "durations_s": list(raw.config.durations),
             "workers": raw.config.workers,
+            "wire_s": raw.config.wire_s,
         },
         "duration_s": round(raw.ended - raw.began, 2),
         "deadline_hit": raw.deadline_hit,
@@ -220,6 +227,7 @@ def account(raw: RawRun, billing: Sequence[BillingRow] = ()) -> dict[str, Any]:
         "tester": process_figures(raw.tester, window, len(answered)),
         "host": host_figures(raw.host, window) | {"speed_probe_ms": raw.speed_probe_ms},
         "gateway_view": _gateway_view(raw),
+        "wire": _wire(raw, answered, lat["wire"]),
         "per_carrier": {c: dict(v) for c, v in sorted(per_carrier.items())},
         "billing": _billing(billing),
         "machine": machine(),
@@ -234,6 +242,34 @@ def _gateway_view(raw: RawRun) -> dict[str, Any] | None:
         return None
     (t0, before), (t1, after) = raw.metrics_scrapes
     return gateway_view(before, after, (t0 - raw.began, t1 - raw.began))
+
+
+def _unix_minus_monotonic() -> float:
+    """Unix time minus the monotonic clock, now (both run at one rate over a run)."""
+    return time.time() - time.monotonic()
+
+
+def _wire_window(raw: RawRun) -> tuple[float, float] | None:
+    """The capture's seconds on the monotonic clock (its stamps are Unix time)."""
+    if raw.wire is None or "began" not in raw.wire.counts:
+        return None
+    began = raw.wire.counts["began"] - _unix_minus_monotonic()
+    return began, began + raw.wire.seconds
+
+
+def _wire(
+    raw: RawRun, answered: Sequence[CallResult], end_to_end: Sequence[float]
+) -> dict[str, Any] | None:
+    """The loopback capture's figures (``--wire``), when one ran, and beside them the
+    tester's end-to-end figure of the frames sent in the same seconds."""
+    if raw.wire is None:
+        return None
+    calls = []
+    for result in answered:
+        record = raw.agent_calls.get(call_id_for(result.plan.carrier, result.carrier_call_id))
+        peer = record.get("peer_port") if record else None
+        calls.append((result.local_port, peer, result.plan.carrier == "vonage"))
+    return wire_figures(raw.wire, calls) | {"end_to_end_in": summarize(end_to_end).as_dict()}
 
 
 def _call_row(result: CallResult) -> dict[str, Any]:
@@ -282,6 +318,7 @@ def _account_call(
     lat: dict[str, list[float]],
     row: dict[str, Any],
     window: tuple[float, float],
+    captured: tuple[float, float] | None = None,
 ) -> Counter[str]:
     carrier = result.plan.carrier
     fmt = CARRIER_FORMATS[carrier]
@@ -341,10 +378,14 @@ def _account_call(
             count_until=ended - _IN_FLIGHT_S - queued_ms / 1000,
         ).lost_frames
         outbound = replace(outbound, lost_frames=lost)
+        row["playout_allowance_ms"] = round(queued_ms, 1)
+    _end_row(result, row)
     lat["inbound"].extend(inbound.latencies_ms)
     lat["outbound"].extend(outbound.latencies_ms)
     lat["outbound_service"].extend(outbound.service_ms)
     lat["inbound_steady"].extend(_within(window, inbound.sent_at, inbound.latencies_ms))
+    if captured is not None:
+        lat["wire"].extend(_within(captured, inbound.sent_at, inbound.latencies_ms))
     lat["outbound_service_steady"].extend(_within(window, outbound.sent_at, outbound.service_ms))
     for name, match in (("inbound", inbound), ("outbound", outbound)):
         figures = summarize(match.latencies_ms)
@@ -361,6 +402,18 @@ def _account_call(
     if record and record.get("mode") == "probe" and result.heard:
         counts.update(_content(result, fmt))
     return counts
+
+
+def _end_row(result: CallResult, row: dict[str, Any]) -> None:
+    """When the call hung up (Unix time, to find it in the gateway's log), and the tail
+    gap: how long before the hang-up the carrier side last heard a gateway frame. A gap
+    far beyond 20 ms while the agent talked means the gateway did not send at the end (a
+    host stall shows as one: the audio was still in its socket when the caller left)."""
+    if result.ended_at is None:
+        return
+    row["ended_unix"] = round(result.ended_at + _unix_minus_monotonic(), 3)
+    if result.received:
+        row["tail_gap_ms"] = round((result.ended_at - result.received[-1][0]) * 1000, 1)
 
 
 def _content(result: CallResult, fmt: Any) -> dict[str, int]:
@@ -391,8 +444,28 @@ def _billing(rows: Sequence[BillingRow]) -> dict[str, Any]:
         "at_unit_boundary": boundary,
         "unbilled_without_agent": without_agent,
         "not_final": sum(1 for r in rows if r.status == "live"),
+        "differing": [_differing(r) for r in differ][:DIFFERING_ROWS],
         "audio_minus_sent_ms": summarize(r.audio_ms - r.sent_ms for r in rows).as_dict(),
         "end_reasons": dict(Counter(r.end_reason or "" for r in rows)),
+    }
+
+
+def _differing(row: BillingRow) -> dict[str, Any]:
+    """A CDR whose units differ from the expected ones, and how the report counted it."""
+    kind = "mismatched"
+    if row.at_unit_boundary:
+        kind = "at_unit_boundary"
+    elif row.unbilled_without_agent:
+        kind = "unbilled_without_agent"
+    return {
+        "call_id": row.call_id,
+        "counted_as": kind,
+        "sent_ms": row.sent_ms,
+        "audio_ms": row.audio_ms,
+        "expected_units": row.expected_units,
+        "billed_units": row.billed_units,
+        "status": row.status,
+        "end_reason": row.end_reason,
     }
 
 

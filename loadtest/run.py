@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from loadtest.host import HostSample, read_host, speed_probe_ms
 from loadtest.player import CallPlan, CallResult
 from loadtest.procs import ProcSample, read_proc, read_tree
 from loadtest.schedule import ramp_starts
+from loadtest.wire import WireCapture
+from loadtest.wire_run import capture_steady, load_capture
 from loadtest.workers import Target, play_plans, play_shard, worker_pool
 
 __all__ = [
@@ -61,6 +64,8 @@ class RunConfig:
     """Tester processes sharing the calls (one Python process saturates near 100 calls)."""
     worker_cpus: frozenset[int] | None = None
     """CPUs of the tester's worker processes (``--tester-cpus``); None: inherited."""
+    wire_s: float = 0.0
+    """Seconds of the steady window to capture on loopback (``--wire``; 0: none)."""
 
 
 @dataclass
@@ -90,6 +95,8 @@ class RawRun:
     deadline_hit: bool = False
     pacer_lead: int = 3
     """The gateway's pacer lead, frames (for the outbound service latency)."""
+    wire: WireCapture | None = None
+    """The loopback capture of the steady window (``--wire``)."""
 
 
 def parse_mix(text: str) -> dict[str, int]:
@@ -166,7 +173,11 @@ async def run_load(
         watcher = asyncio.create_task(watch_processes(http, env, raw, stop))
         shown = asyncio.create_task(_progress(raw, plans, stop, progress)) if progress else None
         origin = time.monotonic() + 0.2  # every worker starts the ramp at the same instant
-        scrapes = asyncio.create_task(scrape_steady(http, env, raw, steady_plan(plans, origin)))
+        window = steady_plan(plans, origin)
+        scrapes = asyncio.create_task(scrape_steady(http, env, raw, window))
+        wire = None
+        if config.wire_s > 0 and window is not None:
+            wire = asyncio.create_task(capture_steady(window, config.wire_s, env.workdir))
         try:
             async with asyncio.timeout(config.deadline_s + 20):
                 if config.workers > 1:
@@ -183,6 +194,11 @@ async def run_load(
             )
         raw.ended = time.monotonic()
         raw.deadline_hit = raw.deadline_hit or raw.ended - began > config.deadline_s
+        if wire is not None:
+            path, counts = await wire  # (it ended with the window) CaptureFailed: raised
+            raw.wire = load_capture(path, counts)
+            if env.workdir is None:  # a temporary folder of its own (--target): not kept
+                shutil.rmtree(path.parent, ignore_errors=True)
         raw.speed_probe_ms = (speed_before, speed_probe_ms())
         if env.agent_stats_url:
             raw.agent_calls = await agent_records(env.agent_stats_url, http)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from loadtest.player import CallPlan
-from loadtest.report import Objective, loss_ratio, objectives
+from loadtest.report import DIFFERING_ROWS, Objective, loss_ratio, objectives
 from loadtest.run import RunConfig, plan_calls
 from loadtest.stats import summarize
 
@@ -268,6 +268,9 @@ class Tally:
                     [b["audio_minus_sent_ms"] for b in self.billing]
                 ),
                 "end_reasons": dict(self.end_reasons),
+                "differing": [row for b in self.billing for row in b.get("differing", ())][
+                    :DIFFERING_ROWS
+                ],
             }
         return merged | {"missing": self.calls["answered"] - checked}
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from loadtest.cli import main
+from loadtest.wire_capture import check_permission
 
 pytestmark = pytest.mark.slow
 
@@ -221,3 +222,29 @@ def test_unsafe_targets_and_bad_usage_exit_2(capsys: pytest.CaptureFixture[str])
     assert true is not None
     assert run_cli("compare", "--variant", f"old,python={true}", "--variant", "new") == 2
     assert "--variant old: python=" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(check_permission() is not None, reason="--wire needs CAP_NET_RAW (root)")
+def test_wire_capture_times_the_gateway_by_kernel_stamps(tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    code = run_cli(
+        "run", "--calls", "3", "--mix", "twilio,plivo,vonage", "--hold", "2.5",
+        "--agent", "external", "--wire", "1", "--json", str(report_path),
+    )  # fmt: skip
+    report = json.loads(report_path.read_text())
+    assert code == 0
+    wire = report["wire"]
+    assert (wire["calls_paired"], wire["calls_unpaired"]) == (3, 0)
+    assert wire["capture"]["dropped"] == 0
+    # What was captured (the steady window is ~1 s: less the capture's start-up) of 3
+    # calls' caller frames, each paired with the gateway's frame to its agent.
+    assert 0.5 <= wire["seconds"] <= 1
+    assert 3 * 50 * wire["seconds"] * 0.8 <= wire["in"]["count"] <= 3 * 50 * wire["seconds"] * 1.2
+    # Each frame's time on the wire lies inside its end-to-end time (the tester's send to
+    # the agent server's read), so no wire figure exceeds the largest end-to-end one.
+    assert 0 < wire["in"]["p50"] <= wire["in"]["max"] <= report["latency_ms"]["inbound"]["max"]
+    # Beside it, the tester's figure of the frames sent in the same seconds: each of the
+    # same frames, so as many, and each at least its time on the wire.
+    same = wire["end_to_end_in"]
+    assert abs(same["count"] - wire["in"]["count"]) <= 6
+    assert wire["in"]["max"] <= same["max"]

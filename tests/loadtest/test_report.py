@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
+import time
 from array import array
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from gateway.server.answer import call_id_for
 from loadtest.player import CallPlan, CallResult
 from loadtest.procs import ProcSample
+from loadtest.render import print_report
 from loadtest.report import BillingRow, account, loss_ratio, objectives, process_figures
 from loadtest.run import RawRun, RunConfig
 
@@ -146,6 +150,29 @@ def test_a_burst_still_playing_out_at_the_hang_up_is_not_lost() -> None:
     assert report["frames"]["lost_outbound"] == 0
 
 
+def test_a_call_row_says_when_it_hung_up_and_how_long_the_carrier_heard_nothing() -> None:
+    """A gateway that did not run for the last 0.3 s of a call (a host stall at the
+    hang-up): its row says so, to be matched with the gateway's stall watch in its log."""
+    result, record = probe_call(0, 250)
+    out_at = record["timing"]["out_at"]
+    assert result.ended_at is not None
+    _hear(result, [t + 0.001 for t in out_at if t + 0.001 <= result.ended_at - 0.3])
+    before = time.time() - time.monotonic()
+    report = account(raw_run([result], [record]))
+    (row,) = report["per_call"]
+    assert row["lost_outbound"] == report["frames"]["lost_outbound"] > 0
+    assert row["tail_gap_ms"] == pytest.approx(300, abs=20)
+    assert row["playout_allowance_ms"] == pytest.approx(1.0)
+    assert row["ended_unix"] == pytest.approx(result.ended_at + before, abs=0.01)
+    out = io.StringIO()
+    print_report(Console(file=out, width=240), report)
+    at = time.strftime("%H:%M:%S", time.gmtime(row["ended_unix"]))
+    assert (
+        f"lost: call {row['call_id']} lost {row['lost_outbound']} agent frames; hung up at "
+        f"{at} UTC, {row['tail_gap_ms']:g} ms after the last frame heard"
+    ) in out.getvalue()
+
+
 def test_the_loss_ratio_is_never_rounded_to_zero() -> None:
     assert loss_ratio(3, 15_111_366) == pytest.approx(1.98526e-07)
     assert loss_ratio(0, 15_111_366) == 0.0
@@ -189,6 +216,20 @@ def test_a_unit_boundary_within_the_clocks_reach_is_not_a_mismatch() -> None:
     assert [r.at_unit_boundary for r in rows] == [True, False, False, False]
     billing = account(raw_run([ok], [record]), rows)["billing"]
     assert (billing["mismatched"], billing["at_unit_boundary"]) == (2, 1)
+    # Each differing CDR is listed with how it was counted, so a soak's miss is explained.
+    listed = {r["call_id"]: r for r in billing["differing"]}
+    assert sorted(listed) == ["boundary", "far", "middle"]
+    assert listed["boundary"]["counted_as"] == "at_unit_boundary"
+    assert listed["far"] | {} == {
+        "call_id": "far",
+        "counted_as": "mismatched",
+        "sent_ms": 60_000,
+        "audio_ms": 61_000,
+        "expected_units": 2,
+        "billed_units": 3,
+        "status": "completed",
+        "end_reason": "caller_hangup",
+    }
 
 
 def test_a_call_the_agent_never_started_may_bill_nothing() -> None:

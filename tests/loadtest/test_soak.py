@@ -157,6 +157,7 @@ def test_tally_of_batches_adds_up_to_the_whole() -> None:
     assert tally.latency_json()["inbound"]["count"] == whole["latency_ms"]["inbound"]["count"]
     billing = tally.billing_json()
     assert (billing["checked"], billing["mismatched"], billing["missing"]) == (4, 1, 0)
+    assert [r["call_id"] for r in billing["differing"]] == ["c3"]
     assert tally.per_carrier_json() == whole["per_carrier"]
     assert [r["index"] for r in tally.per_call] == [0, 1, 2, 3]
     json.dumps(billing)
