@@ -21,12 +21,12 @@ whose host stole more than ``max_steal_percent`` of the CPUs' time over the wind
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from loadtest.environment import Environment
-from loadtest.report import billed_report
+from loadtest.report import billed_report, wire_in
 from loadtest.run import RunConfig, run_load
 
 __all__ = ["Limits", "judge", "search"]
@@ -41,6 +41,9 @@ class Limits:
     max_probe_p99_ms: float = 50.0
     max_tester_lateness_ms: float = 20.0
     max_steal_percent: float = 5.0
+    max_wire_p50_ms: float | None = None
+    """On the wire, carrier → agent (``--wire``): None is no limit."""
+    max_wire_p99_ms: float | None = None
 
 
 def judge(report: dict[str, Any], limits: Limits) -> dict[str, Any]:
@@ -78,8 +81,8 @@ def judge(report: dict[str, Any], limits: Limits) -> dict[str, Any]:
         "speed_probe_ms": (report.get("host") or {}).get("speed_probe_ms"),
         "gateway_in_p99_ms": _view(report, "added_in"),
         "gateway_out_p99_ms": _view(report, "added_out"),
-        "wire_in_p50_ms": _wire(report, "p50"),
-        "wire_in_p99_ms": _wire(report, "p99"),
+        "wire_in_p50_ms": wire_in(report, "p50"),
+        "wire_in_p99_ms": wire_in(report, "p99"),
     }
     reasons = []
     if lost:
@@ -98,6 +101,7 @@ def judge(report: dict[str, Any], limits: Limits) -> dict[str, Any]:
     ):
         if level[key] is not None and level[key] > limit:
             reasons.append(f"{what} {level[key]:.3g} ms > {limit:g}")
+    reasons.extend(_wire_reasons(level, limits))
     tester = level["tester_lateness_p99_ms"]
     if tester is not None and tester > limits.max_tester_lateness_ms:
         reasons.append("tester saturated")
@@ -154,11 +158,24 @@ async def search(
             "max_probe_p99_ms": limits.max_probe_p99_ms,
             "max_tester_lateness_ms": limits.max_tester_lateness_ms,
             "max_steal_percent": limits.max_steal_percent,
+            "max_wire_p50_ms": limits.max_wire_p50_ms,
+            "max_wire_p99_ms": limits.max_wire_p99_ms,
         },
     }
 
 
-def _wire(report: Mapping[str, Any], key: str) -> float | None:
-    """A percentile of the loopback capture's carrier → agent figure (``--wire``)."""
-    wire = report.get("wire")
-    return None if not wire else wire["in"].get(key)
+def _wire_reasons(level: dict[str, Any], limits: Limits) -> list[str]:
+    """Why the level misses the limits on the wire (none stated: no reasons)."""
+    reasons = []
+    for key, limit, what in (
+        ("wire_in_p50_ms", limits.max_wire_p50_ms, "wire p50"),
+        ("wire_in_p99_ms", limits.max_wire_p99_ms, "wire p99"),
+    ):
+        value = level[key]
+        if limit is None:
+            continue
+        if value is None:
+            reasons.append(f"{what} not measured")
+        elif value > limit:
+            reasons.append(f"{what} {value:.3g} ms > {limit:g}")
+    return reasons

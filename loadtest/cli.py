@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
         default=5.0,
         help="CPU time the host may steal over a level's window (virtual machines)",
     )
+    for flag, dest, text in opts.WIRE_OBJECTIVES:
+        cap.add_argument(flag, dest=dest, type=float, help=text)
     cap.add_argument("--plot", type=Path, help="PNG of latency and CPU against concurrency")
     cap.add_argument("--all-levels", action="store_true", help="go on after a level fails")
 
@@ -114,7 +116,7 @@ def _soak_parser(sub: Any) -> None:
     soak.add_argument("--workers", type=int, default=1, help="tester processes playing calls")
     soak.add_argument("--batch-seconds", type=float, default=30.0, help="account this often")
     soak.add_argument("--max-rss-drift", type=float, default=0.05, help="(end - base) / base")
-    opts.add_objectives(soak, opts.SOAK_LIMITS)
+    opts.add_objectives(soak, opts.SOAK_LIMITS, wire=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,6 +230,8 @@ async def _capacity(args: argparse.Namespace, pinning: Any, console: Console) ->
         args.max_jitter_p99_ms,
         args.max_probe_p99_ms,
         max_steal_percent=args.max_steal_percent,
+        max_wire_p50_ms=args.max_wire_p50_ms,
+        max_wire_p99_ms=args.max_wire_p99_ms,
     )
     base = opts.run_config(args, pinning, calls=levels[0])
     live, show = opts.progress(args, console)

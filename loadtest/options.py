@@ -22,6 +22,7 @@ from rich.console import Console
 __all__ = [
     "OBJECTIVES",
     "SOAK_LIMITS",
+    "WIRE_OBJECTIVES",
     "add_common",
     "add_load",
     "add_objectives",
@@ -47,7 +48,14 @@ OBJECTIVES = (
     ("--max-jitter-p99-ms", "max_jitter_p99_ms", "outbound pacing jitter p99, ms"),
     ("--max-billing-mismatches", "max_billing_mismatches", "CDRs billed other units"),
 )
-"""``(flag, dest, help)`` of every objective :func:`loadtest.report.objectives` knows."""
+"""``(flag, dest, help)`` of every objective :func:`loadtest.report.objectives` knows,
+apart from :data:`WIRE_OBJECTIVES`."""
+
+WIRE_OBJECTIVES = (
+    ("--max-wire-p50-ms", "max_wire_p50_ms", "added p50 on the wire, carrier → agent (--wire), ms"),
+    ("--max-wire-p99-ms", "max_wire_p99_ms", "added p99 on the wire, carrier → agent (--wire), ms"),
+)
+"""The objectives read off the loopback capture: only where ``--wire`` is an option."""
 
 # A soak is about what goes wrong rarely: by default nothing may.
 SOAK_LIMITS = {
@@ -119,15 +127,18 @@ def add_load(cmd: argparse.ArgumentParser) -> None:
     )
 
 
-def add_objectives(cmd: argparse.ArgumentParser, defaults: dict[str, float] | None = None) -> None:
-    """One option per objective (:data:`OBJECTIVES`); unset unless in ``defaults``."""
-    for flag, dest, text in OBJECTIVES:
+def add_objectives(
+    cmd: argparse.ArgumentParser, defaults: dict[str, float] | None = None, *, wire: bool = True
+) -> None:
+    """One option per objective (:data:`OBJECTIVES`, and :data:`WIRE_OBJECTIVES` when
+    ``wire``: the command has ``--wire``); unset unless in ``defaults``."""
+    for flag, dest, text in (*OBJECTIVES, *(WIRE_OBJECTIVES if wire else ())):
         cmd.add_argument(flag, dest=dest, type=float, default=(defaults or {}).get(dest), help=text)
 
 
 def limits(args: argparse.Namespace) -> dict[str, float | None]:
-    """The objectives' limits as parsed (None: not stated)."""
-    return {dest: getattr(args, dest) for _, dest, _ in OBJECTIVES}
+    """The objectives' limits as parsed (None: not stated, or not an option here)."""
+    return {dest: getattr(args, dest, None) for _, dest, _ in (*OBJECTIVES, *WIRE_OBJECTIVES)}
 
 
 def objective_rows(checks: Sequence[Any]) -> list[dict[str, Any]]:
@@ -216,6 +227,9 @@ def run_config(args: argparse.Namespace, pinning: Any, calls: int | None = None)
     wire = getattr(args, "wire", 0.0)
     if not 0 <= wire <= _MAX_WIRE_S:
         raise ValueError(f"--wire: expected 0-{_MAX_WIRE_S:g} s, got {wire:g}")
+    for flag, dest, _ in WIRE_OBJECTIVES:
+        if getattr(args, dest, None) is not None and not wire:
+            raise ValueError(f"{flag}: measured on the wire, so it needs --wire SECONDS")
     if wire:
         from loadtest.wire_capture import check_permission
 

@@ -45,6 +45,7 @@ __all__ = [
     "machine",
     "objectives",
     "process_figures",
+    "wire_in",
 ]
 
 SCHEMA = "rymi-loadtest/1"
@@ -544,8 +545,10 @@ def objectives(report: Mapping[str, Any], limits: Mapping[str, float | None]) ->
     the playout queue), ``max_loss`` (loss ratio),
     ``max_misordered`` (frames duplicated, reordered or in excess, count),
     ``max_refusals`` (count), ``max_failed`` (count), ``max_answer_p99_ms``,
-    ``max_jitter_p99_ms``, ``max_billing_mismatches``. A latency that was not measured
-    (no external agent) does not meet a latency objective.
+    ``max_jitter_p99_ms``, ``max_billing_mismatches``, ``max_wire_p50_ms`` and
+    ``max_wire_p99_ms`` (carrier → agent by kernel timestamps, ``--wire``). A latency
+    that was not measured (no external agent, no capture) does not meet a latency
+    objective.
     """
     latency = report["latency_ms"]
     calls = report["calls"]
@@ -559,6 +562,8 @@ def objectives(report: Mapping[str, Any], limits: Mapping[str, float | None]) ->
         "max_answer_p99_ms": latency["answer"]["p99"],
         "max_jitter_p99_ms": latency["pacing_jitter"]["p99"],
         "max_billing_mismatches": float(report["billing"].get("mismatched", 0)),
+        "max_wire_p50_ms": wire_in(report, "p50"),
+        "max_wire_p99_ms": wire_in(report, "p99"),
     }
     out = []
     for name, limit in limits.items():
@@ -569,6 +574,12 @@ def objectives(report: Mapping[str, Any], limits: Mapping[str, float | None]) ->
         value = values[name]
         out.append(Objective(name, limit, value, value is not None and value <= limit))
     return out
+
+
+def wire_in(report: Mapping[str, Any], key: str) -> float | None:
+    """A percentile of the loopback capture's carrier → agent figure (None: no ``--wire``)."""
+    wire = report.get("wire")
+    return None if not wire else wire["in"].get(key)
 
 
 def _max_or_none(*values: float | None) -> float | None:

@@ -14,9 +14,12 @@ import struct
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from loadtest.cli import main
+from loadtest.report import account, objectives
 from loadtest.wire import (
     FrameReader,
     Segment,
@@ -31,6 +34,7 @@ from loadtest.wire import (
     wire_figures,
 )
 from loadtest.wire_capture import capture, check_permission
+from tests.loadtest.test_report import probe_call, raw_run
 
 GATEWAY, AGENT = 8080, 9090
 MEDIA = b'{"event":"media","sequenceNumber":"7","media":{"payload":"////"}}'
@@ -182,3 +186,52 @@ def test_a_real_loopback_capture_stamps_each_segment_as_it_was_sent(tmp_path: Pa
     assert counts["written"] >= 5
     assert counts["dropped"] == 0
     assert os.path.getsize(path) > 5 * len(MEDIA)
+
+
+def _reported(wire_in: dict[str, float] | None) -> dict[str, Any]:
+    """A two-call run's report, with ``wire_in`` as its capture's carrier → agent figure."""
+    calls = [probe_call(i, 100) for i in range(2)]
+    report = account(raw_run([c for c, _ in calls], [r for _, r in calls]))
+    if wire_in is not None:
+        report["wire"] = {"in": wire_in}
+    return report
+
+
+def test_wire_objectives_read_the_capture_and_are_missed_without_one() -> None:
+    limits: dict[str, float | None] = {"max_wire_p50_ms": 0.5, "max_wire_p99_ms": 2.0}
+    met = objectives(_reported({"p50": 0.4, "p99": 1.9}), limits)
+    assert [(o.name, o.value, o.ok) for o in met] == [
+        ("max_wire_p50_ms", 0.4, True),
+        ("max_wire_p99_ms", 1.9, True),
+    ]
+    missed = objectives(_reported({"p50": 0.6, "p99": 2.1}), limits)
+    assert [o.ok for o in missed] == [False, False]
+    unmeasured = objectives(_reported(None), limits)
+    assert [(o.value, o.ok) for o in unmeasured] == [(None, False), (None, False)]
+
+
+def test_a_capacity_level_is_judged_on_the_wire_when_limits_are_stated() -> None:
+    from loadtest.capacity import Limits, judge
+
+    goal = Limits(max_wire_p50_ms=0.5, max_wire_p99_ms=2.0)
+    assert judge(_reported({"p50": 0.13, "p99": 1.75}), goal)["clean"]
+    level = judge(_reported({"p50": 0.41, "p99": 3.21}), goal)
+    assert (level["clean"], level["reasons"]) == (False, ["wire p99 3.21 ms > 2"])
+    assert judge(_reported(None), goal)["reasons"] == [
+        "wire p50 not measured",
+        "wire p99 not measured",
+    ]
+    assert judge(_reported({"p50": 9.0, "p99": 9.0}), Limits())["clean"]  # no limit stated
+
+
+def test_a_wire_objective_without_wire_is_refused_before_anything_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["run", "--quiet", "--max-wire-p99-ms", "2"]) == 2
+    assert "--max-wire-p99-ms: measured on the wire, so it needs --wire SECONDS" in (
+        capsys.readouterr().out
+    )
+    assert main(["capacity", "--quiet", "--levels", "10", "--max-wire-p50-ms", "0.5"]) == 2
+    assert "--max-wire-p50-ms: measured on the wire" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a soak has no --wire, so no wire objectives either
+        main(["soak", "--max-wire-p99-ms", "2"])
