@@ -10,14 +10,12 @@ and a stall longer than the pacer's lead (60 ms) is a gap the caller hears.
   stack (``sys._current_frames()``) at each look until the heartbeat comes back.
 * It then reports a :class:`Stall`: how long, how many samples it took against how many
   the stall's length allows, and the innermost frames seen most often.
-
-Few samples for a long stall mean that the whole process did not run, not that the loop
-was busy: the watcher thread needs the CPU too. The host took the CPU (steal, a paused
-vCPU), or another process on the same core ran. Frames are ``file:line function`` only,
-never locals, so neither audio nor secrets reach the log.
-
-The thread takes the GIL once per ``beat_s`` (10 ms by default) for a clock read: about
-a hundred short GIL hand-offs a second, against ~30 000 messages a second at 300 calls.
+* Each sample also names the loop's running task, and, when the loop thread is inside a
+  greenlet, the code that entered it (:func:`greenlet_caller`). The thread's stack alone
+  cannot say: SQLAlchemy's async engine runs the driver in a greenlet, whose frames end
+  at the sync function it was given, so a statement that waits for the disk shows
+  ``do_execute ← …`` and nothing of which gateway operation issued it. The loop thread's
+  main greenlet is suspended meanwhile, and its frames lead back to that operation.
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import sysconfig
 import threading
 import time
 from collections import Counter
@@ -32,10 +31,24 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import PurePath
 from types import FrameType
+from typing import Any
 
 from aiohttp import web
 
-__all__ = ["Stall", "StallLog", "StallWatch", "describe", "stall_watch_ctx", "where"]
+try:  # SQLAlchemy's async engine needs it; without it nothing runs in a greenlet
+    import greenlet
+except ImportError:  # pragma: no cover
+    greenlet = None
+
+__all__ = [
+    "Stall",
+    "StallLog",
+    "StallWatch",
+    "describe",
+    "greenlet_caller",
+    "stall_watch_ctx",
+    "where",
+]
 
 log = logging.getLogger("gateway.server")
 
@@ -71,6 +84,28 @@ def where(frame: FrameType, depth: int = _FRAMES_SHOWN) -> str:
         parts.append(f"{'/'.join(path.parts[-2:])}:{current.f_lineno} {code.co_name}")
         current = current.f_back
     return " ← ".join(parts)
+
+
+def greenlet_caller(frame: FrameType | None, depth: int = 2) -> str | None:
+    """The innermost ``depth`` frames of ``frame``'s stack outside libraries (see
+    :func:`where`); None when there are none. ``frame`` is a suspended greenlet's top."""
+    parts: list[str] = []
+    current = frame
+    while current is not None and len(parts) < depth:
+        if not _in_library(current.f_code.co_filename):
+            parts.append(where(current, depth=1))
+        current = current.f_back
+    return " ← ".join(parts) or None
+
+
+def _in_library(filename: str) -> bool:
+    return filename.startswith(_LIBRARY_PREFIXES) or "site-packages" in filename
+
+
+_LIBRARY_PREFIXES = tuple(
+    {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"], "<"}
+)
+"""The standard library's files, and frozen modules (``<frozen …>``)."""
 
 
 def describe(stall: Stall) -> str:
@@ -110,6 +145,7 @@ class StallWatch:
         self._beat_at = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
+        self._main_greenlet: Any = None
         self._handle: asyncio.TimerHandle | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -120,6 +156,7 @@ class StallWatch:
             return
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        self._main_greenlet = greenlet.getcurrent() if greenlet is not None else None
         self._stop.clear()
         self._beat()
         self._thread = threading.Thread(target=self._watch, name="stall-watch", daemon=True)
@@ -147,8 +184,7 @@ class StallWatch:
             beat_at = self._beat_at
             if time.monotonic() - beat_at > self._threshold_s:
                 stalled_since = beat_at
-                frame = sys._current_frames().get(self._loop_thread)
-                places[where(frame) if frame is not None else "not running Python"] += 1
+                places[self._sample()] += 1
             elif stalled_since is not None:
                 # The beat after the stall was due one period after the one before it.
                 duration = beat_at - stalled_since - self._beat_s
@@ -157,6 +193,18 @@ class StallWatch:
                 expected = max(1, round((duration - self._threshold_s) / period))
                 self._report(Stall(duration, places.total(), expected, tuple(places.most_common())))
                 places, stalled_since = Counter(), None
+
+    def _sample(self) -> str:
+        """Where the loop thread is now, in which task, and for whom (module docstring)."""
+        frame = sys._current_frames().get(self._loop_thread)
+        place = where(frame) if frame is not None else "not running Python"
+        task = asyncio.current_task(self._loop) if self._loop is not None else None
+        main = self._main_greenlet
+        # Suspended (it has a frame) only while the loop thread runs a child greenlet.
+        caller = greenlet_caller(main.gr_frame) if main is not None else None
+        context = [f"task {task.get_name()}"] if task is not None else []
+        context += [f"from {caller}"] if caller is not None else []
+        return f"{place} (in {', '.join(context)})" if context else place
 
 
 def stall_watch_ctx(

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from sqlalchemy.util import greenlet_spawn
 
 from gateway.ops import Stall, StallLog, StallWatch
 from gateway.ops.stallwatch import describe, where
@@ -53,6 +54,52 @@ async def test_a_blocked_loop_is_reported_once_with_the_function_that_held_it(
     assert work.__name__ in place.split(" ← ")[0]
     assert count >= stall.samples // 2
     assert "did not run" not in describe(stall)
+
+
+def _statement_waiting_for_the_disk() -> None:
+    time.sleep(0.4)  # as sqlite3 does inside do_execute on a busy disk
+
+
+async def _checkpoint_batch() -> None:
+    # SQLAlchemy's async engine runs the driver in a greenlet: the stack sampled from the
+    # loop's thread ends at the sync function and says nothing of this coroutine.
+    await greenlet_spawn(_statement_waiting_for_the_disk)
+
+
+async def test_a_stall_in_a_greenlet_names_the_task_and_coroutine_that_issued_it() -> None:
+    stalls: list[Stall] = []
+    watch = StallWatch(stalls.append, threshold_s=0.1, beat_s=0.005)
+    watch.start()
+    try:
+        await asyncio.sleep(0.1)
+        await asyncio.create_task(_checkpoint_batch(), name="checkpoints")
+        await asyncio.sleep(0.1)
+    finally:
+        watch.stop()
+    places = [p for s in stalls for p, _ in s.places if "_statement_waiting_for_the_disk" in p]
+    assert places
+    thread_stack, _, context = places[0].partition(" (in ")
+    assert "_checkpoint_batch" not in thread_stack  # the greenlet's frames stop short
+    assert context.startswith("task checkpoints, from ops/test_stallwatch.py:")
+    assert context.removesuffix(")").split(" ← ")[0].endswith(" _checkpoint_batch")
+
+
+async def test_outside_a_greenlet_the_sample_names_only_the_task() -> None:
+    async def spin_in_a_task() -> None:
+        _spin_on_the_loop()
+
+    stalls: list[Stall] = []
+    watch = StallWatch(stalls.append, threshold_s=0.1, beat_s=0.005)
+    watch.start()
+    try:
+        await asyncio.sleep(0.1)
+        await asyncio.create_task(spin_in_a_task(), name="spinner")
+        await asyncio.sleep(0.1)
+    finally:
+        watch.stop()
+    places = [p for s in stalls for p, _ in s.places if "_spin_on_the_loop" in p]
+    assert places
+    assert places[0].endswith(" (in task spinner)")  # the stack itself shows the caller
 
 
 async def test_a_loop_that_keeps_turning_reports_nothing() -> None:
