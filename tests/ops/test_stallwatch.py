@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 import time
@@ -15,14 +16,17 @@ from gateway.ops import Stall, StallLog, StallWatch
 from gateway.ops.stallwatch import describe, where
 
 
-async def _watched(work: Callable[[], None], *, settle_s: float = 0.1) -> list[Stall]:
-    """Run ``work`` on the loop under a watch (threshold 100 ms); the stalls it reported."""
+async def _watched(work: Callable[[], object], *, settle_s: float = 0.1) -> list[Stall]:
+    """Run ``work`` on the loop under a watch (threshold 100 ms), and await what it returns
+    if that is awaitable (a task); the stalls it reported."""
     stalls: list[Stall] = []
     watch = StallWatch(stalls.append, threshold_s=0.1, beat_s=0.005)
     watch.start()
     try:
         await asyncio.sleep(settle_s)
-        work()
+        result = work()
+        if inspect.isawaitable(result):
+            await result
         await asyncio.sleep(settle_s)  # the heartbeat comes back; the watcher reports
     finally:
         watch.stop()
@@ -67,15 +71,7 @@ async def _checkpoint_batch() -> None:
 
 
 async def test_a_stall_in_a_greenlet_names_the_task_and_coroutine_that_issued_it() -> None:
-    stalls: list[Stall] = []
-    watch = StallWatch(stalls.append, threshold_s=0.1, beat_s=0.005)
-    watch.start()
-    try:
-        await asyncio.sleep(0.1)
-        await asyncio.create_task(_checkpoint_batch(), name="checkpoints")
-        await asyncio.sleep(0.1)
-    finally:
-        watch.stop()
+    stalls = await _watched(lambda: asyncio.create_task(_checkpoint_batch(), name="checkpoints"))
     places = [p for s in stalls for p, _ in s.places if "_statement_waiting_for_the_disk" in p]
     assert places
     thread_stack, _, context = places[0].partition(" (in ")
@@ -88,15 +84,7 @@ async def test_outside_a_greenlet_the_sample_names_only_the_task() -> None:
     async def spin_in_a_task() -> None:
         _spin_on_the_loop()
 
-    stalls: list[Stall] = []
-    watch = StallWatch(stalls.append, threshold_s=0.1, beat_s=0.005)
-    watch.start()
-    try:
-        await asyncio.sleep(0.1)
-        await asyncio.create_task(spin_in_a_task(), name="spinner")
-        await asyncio.sleep(0.1)
-    finally:
-        watch.stop()
+    stalls = await _watched(lambda: asyncio.create_task(spin_in_a_task(), name="spinner"))
     places = [p for s in stalls for p, _ in s.places if "_spin_on_the_loop" in p]
     assert places
     assert places[0].endswith(" (in task spinner)")  # the stack itself shows the caller
