@@ -171,9 +171,9 @@ def _wire_reasons(level: dict[str, Any], limits: Limits) -> list[str]:
         ("wire_in_p50_ms", limits.max_wire_p50_ms, "wire p50"),
         ("wire_in_p99_ms", limits.max_wire_p99_ms, "wire p99"),
     ):
-        value = level[key]
         if limit is None:
             continue
+        value = level[key]
         if value is None:
             reasons.append(f"{what} not measured")
         elif value > limit:
