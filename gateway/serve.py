@@ -149,7 +149,7 @@ async def _serve(settings: object, ops: object, *, demo: bool, reuse_port: bool 
 
     from gateway.call_events import EndReason, HangupRequested
     from gateway.config import Settings
-    from gateway.ops import Drain, OpsSettings, freeze_startup_heap
+    from gateway.ops import STALL_WATCH, Drain, OpsSettings, freeze_startup_heap
     from gateway.server import ENGINE, METRICS, create_app
 
     assert isinstance(settings, Settings)
@@ -201,9 +201,12 @@ async def _serve(settings: object, ops: object, *, demo: bool, reuse_port: bool 
         await runner.setup()
         if drain.draining:
             on_draining(True)  # the signal came while the engine was starting
+        # Short full collections under load (ops/gcpause.py). Before the listener opens, so
+        # no carrier request waits for this one collection, and excused from the stall watch.
+        with app[STALL_WATCH].excused():
+            frozen = freeze_startup_heap()
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
         await site.start()
-        frozen = freeze_startup_heap()  # short full collections under load (ops/gcpause.py)
         log.info("rymi-gateway listening on %s:%d", settings.host, settings.port)
         log.debug("%d start-up objects frozen out of the collector's scans", frozen)
         left = await drain.run()

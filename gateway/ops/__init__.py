@@ -44,7 +44,7 @@ from gateway.ops.registry import (
     worker_exited,
 )
 from gateway.ops.settings import OpsSettings
-from gateway.ops.stallwatch import Stall, StallLog, StallWatch, stall_watch_ctx
+from gateway.ops.stallwatch import STALL_WATCH, Stall, StallLog, StallWatch, stall_watch_ctx
 from gateway.ops.supervisor import Supervisor, check_workers
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "METRICS_PATH",
     "MULTIPROC_ENV",
     "READYZ_PATH",
+    "STALL_WATCH",
     "Drain",
     "DrainPhase",
     "GcPauseObserver",

@@ -60,6 +60,24 @@ async def test_a_blocked_loop_is_reported_once_with_the_function_that_held_it(
     assert "did not run" not in describe(stall)
 
 
+async def test_a_pause_made_on_purpose_is_not_reported_but_the_next_stall_is() -> None:
+    stalls: list[Stall] = []
+    watch = StallWatch(stalls.append, threshold_s=0.1, beat_s=0.005)
+    watch.start()
+    try:
+        await asyncio.sleep(0.1)
+        with watch.excused():  # as the gateway's start-up collection is
+            _sleep_on_the_loop()
+        await asyncio.sleep(0.1)
+        _spin_on_the_loop()
+        await asyncio.sleep(0.1)
+    finally:
+        watch.stop()
+    tops = [s.places[0][0] for s in stalls if s.places]
+    assert not [p for p in tops if "_sleep_on_the_loop" in p]
+    assert [p for p in tops if "_spin_on_the_loop" in p]
+
+
 def _statement_waiting_for_the_disk() -> None:
     time.sleep(0.4)  # as sqlite3 does inside do_execute on a busy disk
 
