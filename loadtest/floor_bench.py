@@ -216,13 +216,15 @@ def measure(
     warmup_s: float = 2.0,
     relay_cpus: frozenset[int] | None = None,
     peer_cpus: frozenset[int] | None = None,
+    carrier_bytes: int = CARRIER_BYTES,
+    agent_bytes: int = AGENT_BYTES,
 ) -> FloorResult:
     """Run ``calls`` calls through ``relay`` for ``warmup_s`` + ``seconds``; the figures."""
     tag = f"{relay}-{calls}"
     with _spawned(_relay_argv(relay, binary), workdir / f"relay-{tag}.log", relay_cpus) as server:
         port = int(_wait_line(server, "port ").split()[1])
-        argv = [str(binary), "peer", str(port), str(calls), str(CARRIER_BYTES)]
-        argv += [str(AGENT_BYTES), str(warmup_s), str(seconds)]
+        argv = [str(binary), "peer", str(port), str(calls), str(carrier_bytes)]
+        argv += [str(agent_bytes), str(warmup_s), str(seconds)]
         with _spawned(argv, workdir / f"peer-{tag}.log", peer_cpus) as peers:
             _wait_line(peers, "measuring", warmup_s + _WAIT_S)
             before = read_proc(server.pid)
@@ -269,6 +271,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured part of a run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     parser.add_argument("--rounds", type=int, default=1, help="runs of every level, interleaved")
+    parser.add_argument(
+        "--carrier-bytes",
+        type=int,
+        default=CARRIER_BYTES,
+        help="carrier message size (Vonage: 644, 20 ms of 16 kHz PCM16 in a masked frame)",
+    )
+    parser.add_argument("--agent-bytes", type=int, default=AGENT_BYTES, help="agent message size")
     parser.add_argument("--relay-cpus", default="0", help="the relay's CPUs ('' = any)")
     parser.add_argument("--peer-cpus", default="1", help="the peers' CPUs ('' = any)")
     parser.add_argument("--json", type=Path, help="write every result here")
@@ -287,28 +296,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     allowed = range(os.cpu_count() or 1)
     relay_cpus = parse_cpus(args.relay_cpus, "--relay-cpus", allowed) if args.relay_cpus else None
     peer_cpus = parse_cpus(args.peer_cpus, "--peer-cpus", allowed) if args.peer_cpus else None
-    levels = [int(c) for c in args.calls.split(",")]
-    relays = args.relays.split(",")
+    runs = [
+        (relay, int(calls))
+        for _ in range(args.rounds)
+        for calls in args.calls.split(",")
+        for relay in args.relays.split(",")
+    ]
     results: list[FloorResult] = []
     with tempfile.TemporaryDirectory(prefix="rymi-floor-") as tmp:
-        workdir = Path(tmp)
-        binary = build(workdir)
-        for _ in range(args.rounds):
-            for calls in levels:
-                for relay in relays:
-                    results.append(
-                        measure(
-                            relay,
-                            calls,
-                            binary=binary,
-                            workdir=workdir,
-                            seconds=args.seconds,
-                            warmup_s=args.warmup,
-                            relay_cpus=relay_cpus,
-                            peer_cpus=peer_cpus,
-                        )
-                    )
-                    sys.stderr.write(f"{relay} at {calls} calls done\n")
+        binary = build(Path(tmp))
+        for relay, calls in runs:
+            result = measure(
+                relay,
+                calls,
+                binary=binary,
+                workdir=Path(tmp),
+                seconds=args.seconds,
+                warmup_s=args.warmup,
+                relay_cpus=relay_cpus,
+                peer_cpus=peer_cpus,
+                carrier_bytes=args.carrier_bytes,
+                agent_bytes=args.agent_bytes,
+            )
+            results.append(result)
+            sys.stderr.write(f"{relay} at {calls} calls: {result.cpu_percent:.1f} % CPU\n")
     sys.stdout.write(_table(results))
     if args.json is not None:
         args.json.write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")

@@ -84,3 +84,17 @@ def test_a_missing_compiler_says_what_to_install(
     monkeypatch.setenv("CC", "no-such-cc-anywhere")
     with pytest.raises(FloorError, match=r"no C compiler .*apt-get install gcc"):
         floor_bench.build(tmp_path)
+
+
+def test_the_command_prints_a_row_per_run_and_writes_them_as_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "floor.json"
+    argv = ["--calls", "2", "--relays", "c,uvloop", "--seconds", "0.5", "--warmup", "0.2"]
+    argv += ["--carrier-bytes", "644", "--relay-cpus", "", "--peer-cpus", "", "--json", str(out)]
+    assert floor_bench.main(argv) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0:2] for row in rows[1:]] == [["| c", "2"], ["| uvloop", "2"]]
+    results = json.loads(out.read_text())
+    assert [(r["relay"], r["calls"], r["lost"]) for r in results] == [("c", 2, 0), ("uvloop", 2, 0)]
+    assert all(r["sent"] > 0 and r["received"] == r["sent"] for r in results)
