@@ -202,6 +202,9 @@ def _wait_line(spawned: Spawned, prefix: str, timeout_s: float = _WAIT_S) -> str
 
 @contextmanager
 def _spawned(argv: list[str], log: Path, cpus: frozenset[int] | None) -> Iterator[Spawned]:
+    # Spawned appends to its log, and the lines awaited in it are the same every run: a
+    # log left by an earlier run of the same level would answer for this one.
+    log.unlink(missing_ok=True)
     with Spawned(argv, env=dict(os.environ), log=log, grace_s=5.0, cpus=cpus) as spawned:
         yield spawned
 

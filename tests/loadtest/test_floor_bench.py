@@ -43,6 +43,17 @@ def test_every_message_sent_in_the_window_comes_back_through_the_relay(
     assert result.relay_cpu_s >= 0
 
 
+def test_a_level_run_again_in_the_same_folder_reports_its_own_run(
+    binary: Path, tmp_path: Path
+) -> None:
+    first = floor_bench.measure("c", 2, binary=binary, workdir=tmp_path, seconds=0.4)
+    again = floor_bench.measure("c", 2, binary=binary, workdir=tmp_path, seconds=1.2)
+    # 2 calls: 200 messages a second, so about 80 and 240 (a tick either side).
+    assert 70 <= first.sent <= 90
+    assert 230 <= again.sent <= 250
+    assert again.received == again.sent
+
+
 def test_a_message_size_out_of_range_is_refused_by_the_peer(binary: Path, tmp_path: Path) -> None:
     done = subprocess.run(
         [str(binary), "peer", "1", "1", "4", "648", "0.1", "0.1"],
