@@ -26,9 +26,6 @@ and forgets a dead worker's; ``livemax`` reports the highest.
 from __future__ import annotations
 
 import enum
-import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -38,6 +35,7 @@ from gateway.call_events import EndReason
 from gateway.carriers import NAMES as CARRIER_NAMES
 from gateway.errors import CloseCode
 from gateway.metering import Role
+from gateway.metric_labels import OTHER, ClosedLabel, TenantLabels
 from gateway.reasons import RefusalReason
 from gateway.store.coordination.types import ClaimStatus, RenewStatus
 from gateway.webhook_metrics import WebhookDeliveryMetrics
@@ -45,20 +43,17 @@ from gateway.webhook_metrics import WebhookDeliveryMetrics
 __all__ = [
     "ADDED_LATENCY_BUCKETS",
     "AGENT_CONNECT_BUCKETS",
+    "ANSWER_BUCKETS",
     "LOOP_LAG_BUCKETS",
     "OTHER",
     "PACING_BUCKETS",
+    "AnswerOutcome",
     "Direction",
     "DropReason",
     "GatewayMetrics",
     "LeaseOp",
     "TenantLabels",
 ]
-
-log = logging.getLogger("gateway.metrics")
-
-OTHER = "other"
-"""The label value recorded instead of a value outside the label's closed set."""
 
 PACING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 """Outbound pacing lateness/jitter, seconds: 100 µs to 100 ms (one frame is 20 ms)."""
@@ -73,6 +68,10 @@ is exact."""
 AGENT_CONNECT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Agent connect time, seconds: a local agent takes ms, a remote TLS WebSocket 100s of ms."""
 
+ANSWER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Answer time, seconds: a few ms of lookups and one write; the caller hears ringing
+meanwhile, and a carrier gives up on an answer URL after seconds."""
+
 LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 """Event-loop lag, seconds: above one 20 ms frame the caller can hear it."""
 
@@ -84,6 +83,19 @@ class Direction(enum.StrEnum):
     """Carrier to agent (the caller speaking)."""
     OUT = "out"
     """Agent to carrier (the caller listening)."""
+
+
+class AnswerOutcome(enum.StrEnum):
+    """How the gateway answered a carrier's answer request."""
+
+    ANSWERED = "answered"
+    """The answer document, with the media socket's URL."""
+    REFUSED = "refused"
+    """The carrier's refusal document (busy or rejected, with a reason code)."""
+    REJECTED = "rejected"
+    """An HTTP error: not an answer request (400), a bad signature (403), draining (503)."""
+    ERROR = "error"
+    """The handler failed (aiohttp answers 500) or the request went away."""
 
 
 class DropReason(enum.StrEnum):
@@ -127,61 +139,6 @@ _AGENT_ERRORS = frozenset(
 )
 
 
-@dataclass(slots=True)
-class _Closed:
-    """A label's allowed values; anything else becomes :data:`OTHER` (logged once)."""
-
-    label: str
-    values: frozenset[str]
-    _warned: set[str] = field(default_factory=set)
-
-    @classmethod
-    def of(cls, label: str, values: Iterable[str]) -> _Closed:
-        return cls(label, frozenset(str(v) for v in values) | {OTHER})
-
-    def __call__(self, value: object) -> str:
-        text = str(value)
-        if text in self.values:
-            return text
-        if self.label not in self._warned:
-            # Once per label: the value may be anything a bug passed; show its shape only.
-            self._warned.add(self.label)
-            log.warning(
-                "metrics: label %s got a value outside its closed set (%s, %d chars); "
-                "recorded as %r",
-                self.label,
-                type(value).__name__,
-                len(text),
-                OTHER,
-            )
-        return OTHER
-
-
-@dataclass(frozen=True, slots=True)
-class TenantLabels:
-    """The tenants that get their own series in the per-tenant families.
-
-    Operators list the tenants worth a series (``RYMI_METRICS_TENANTS``, at most
-    :attr:`MAX`); all others are summed under ``other``. An explicit list, rather than
-    "the first N seen", gives every worker and every host the same series, and a tenant
-    never changes label in the middle of a counter's life.
-    """
-
-    MAX = 100
-    """Largest allowed list: 100 tenants x 2 families stays a small exporter."""
-
-    tenants: frozenset[str] = frozenset()
-
-    @property
-    def enabled(self) -> bool:
-        """True when at least one tenant is listed (otherwise nothing is recorded)."""
-        return bool(self.tenants)
-
-    def label(self, tenant_id: str) -> str:
-        """The label value of ``tenant_id``: itself when listed, else ``other``."""
-        return tenant_id if tenant_id in self.tenants else OTHER
-
-
 class GatewayMetrics:
     """Every metric of the gateway, registered on ``registry`` (never the global one).
 
@@ -194,17 +151,18 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry, *, tenants: TenantLabels | None = None) -> None:
         self.registry = registry
         self.tenants = tenants or TenantLabels()
-        self._carrier = _Closed.of("carrier", CARRIER_NAMES)
-        self._outcome = _Closed.of("outcome", EndReason)
-        self._refusal = _Closed.of("reason", RefusalReason)
-        self._direction = _Closed.of("direction", Direction)
-        self._drop = _Closed.of("reason", DropReason)
-        self._agent_error = _Closed.of("reason", _AGENT_ERRORS)
-        self._role = _Closed.of("role", Role)
-        self._op = _Closed.of("op", LeaseOp)
-        self._lease_outcome = _Closed.of("outcome", _LEASE_OUTCOMES)
-        self._coord_op = _Closed.of("op", _COORDINATION_OPS)
-        self._close_code = _Closed.of("close_code", (str(int(c)) for c in CloseCode))
+        self._carrier = ClosedLabel.of("carrier", CARRIER_NAMES)
+        self._outcome = ClosedLabel.of("outcome", EndReason)
+        self._answer_outcome = ClosedLabel.of("outcome", AnswerOutcome)
+        self._refusal = ClosedLabel.of("reason", RefusalReason)
+        self._direction = ClosedLabel.of("direction", Direction)
+        self._drop = ClosedLabel.of("reason", DropReason)
+        self._agent_error = ClosedLabel.of("reason", _AGENT_ERRORS)
+        self._role = ClosedLabel.of("role", Role)
+        self._op = ClosedLabel.of("op", LeaseOp)
+        self._lease_outcome = ClosedLabel.of("outcome", _LEASE_OUTCOMES)
+        self._coord_op = ClosedLabel.of("op", _COORDINATION_OPS)
+        self._close_code = ClosedLabel.of("close_code", (str(int(c)) for c in CloseCode))
         self._define_calls(registry)
         self._define_media(registry)
         self._define_agent_and_billing(registry)
@@ -229,6 +187,13 @@ class GatewayMetrics:
             "Calls that ended, by carrier and end reason (outcome).",
             ["carrier", "outcome"],
             registry=r,
+        )
+        self.answer_seconds = Histogram(
+            "gateway_answer_seconds",
+            "Time to answer a carrier's answer request, by carrier and outcome.",
+            ["carrier", "outcome"],
+            registry=r,
+            buckets=ANSWER_BUCKETS,
         )
         self.refusals_total = Counter(
             "gateway_call_refusals_total",
@@ -373,6 +338,8 @@ class GatewayMetrics:
                 self.frames_total.labels(carrier, direction.value)
             for outcome in EndReason:
                 self.calls_total.labels(carrier, outcome.value)
+            for answer in AnswerOutcome:
+                self.answer_seconds.labels(carrier, answer.value)
         for direction in Direction:
             self.added_latency.labels(direction.value)
         for reason in RefusalReason:
@@ -411,6 +378,11 @@ class GatewayMetrics:
         self.calls_total.labels(carrier_label, self._outcome(outcome)).inc()
         if tenant_id is not None and self.tenants.enabled:
             self.tenant_calls_active.labels(self.tenants.label(tenant_id)).dec()
+
+    def answered(self, carrier: str, outcome: str, seconds: float) -> None:
+        """A carrier's answer request was answered with ``outcome`` after ``seconds``."""
+        labels = self.answer_seconds.labels(self._carrier(carrier), self._answer_outcome(outcome))
+        labels.observe(max(0.0, seconds))
 
     def refused(self, reason: str) -> None:
         """A call was refused (at answer or media start) with a stable reason code."""

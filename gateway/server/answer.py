@@ -23,6 +23,7 @@ webhook gets the same reservation and the same call row instead of a second slot
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 from aiohttp import web
@@ -39,7 +40,7 @@ from gateway.carriers import (
 )
 from gateway.errors import CarrierProtocolError, NotFoundError, SignatureError, ValidationError
 from gateway.log import bind_call, register_secret
-from gateway.metrics import LeaseOp
+from gateway.metrics import AnswerOutcome, LeaseOp
 from gateway.reasons import RefusalReason
 from gateway.server.context import ENGINE, Engine
 from gateway.store.models import (
@@ -55,6 +56,7 @@ from gateway.store.models import (
 __all__ = [
     "CALL_ID_NAMESPACE",
     "LEASE_PARAMETER",
+    "REFUSAL_HEADER",
     "agent_start",
     "call_id_for",
     "inbound",
@@ -67,6 +69,8 @@ CALL_ID_NAMESPACE = uuid.UUID("6b1d7f2e-43a8-5c0e-9a51-7e2f3c4d5b60")
 """UUID v5 namespace of our call ids (RFC 9562 §5.5)."""
 LEASE_PARAMETER = "lt"
 """Stream parameter carrying the reservation's fencing token to the media socket."""
+REFUSAL_HEADER = "X-Rymi-Refusal"
+"""Carries a refusal's reason code on the carrier's refusal document."""
 FROM_PARAMETER = "from"
 """Stream parameter carrying the caller's number (digits only: Plivo allows [A-Za-z0-9])."""
 
@@ -107,17 +111,32 @@ def _refuse(
     document = adapter.refusal_document(kind)
     return web.Response(
         body=document.body,
-        headers={"Content-Type": document.content_type, "X-Rymi-Refusal": reason.value},
+        headers={"Content-Type": document.content_type, REFUSAL_HEADER: reason.value},
     )
 
 
 async def inbound(request: web.Request) -> web.Response:
-    """Handle ``GET|POST /inbound/{provider}``."""
+    """Handle ``GET|POST /inbound/{provider}``, timed into ``gateway_answer_seconds``."""
     engine = request.app[ENGINE]
     try:
         adapter = carriers.get(request.match_info["provider"])
     except LookupError:
         raise web.HTTPNotFound(text="unknown carrier\n") from None
+    started = time.monotonic()
+    outcome = AnswerOutcome.ERROR
+    try:
+        response = await _inbound(engine, adapter, request)
+        refused = REFUSAL_HEADER in response.headers
+        outcome = AnswerOutcome.REFUSED if refused else AnswerOutcome.ANSWERED
+        return response
+    except web.HTTPException:
+        outcome = AnswerOutcome.REJECTED
+        raise
+    finally:
+        engine.metrics.answered(adapter.name, outcome, time.monotonic() - started)
+
+
+async def _inbound(engine: Engine, adapter: CarrierAdapter, request: web.Request) -> web.Response:
     body = await request.read()
     http_request = HttpRequest(
         request.method,

@@ -35,6 +35,7 @@ from gateway.log import bind_call
 from gateway.server.answer import (
     FROM_PARAMETER,
     LEASE_PARAMETER,
+    REFUSAL_HEADER,
     media_url,
     signing_credential,
 )
@@ -162,5 +163,5 @@ def _refuse(
     document = adapter.refusal_document(kind)
     return web.Response(
         body=document.body,
-        headers={"Content-Type": document.content_type, "X-Rymi-Refusal": reason},
+        headers={"Content-Type": document.content_type, REFUSAL_HEADER: reason},
     )

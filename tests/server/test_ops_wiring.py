@@ -111,6 +111,8 @@ async def test_refusals_and_rejected_sockets_are_counted_by_reason(tmp_path: Pat
         await gw.tenant("plivo", limit=1, number="+15555550199")
         first = await call_answer(gw, http, "plivo", new_call_id("plivo"), to="+15555550199")
         second = await call_answer(gw, http, "plivo", new_call_id("plivo"), to="+15555550199")
+        async with http.post(f"{gw.base}/inbound/twilio", data={"CallSid": "CAx"}) as response:
+            not_an_answer = response.status  # no To, no signature: refused before a lookup
         async with http.ws_connect(f"{gw.base}/media/twilio/not-a-token") as ws:
             await ws.receive()
             bad_token_close = ws.close_code
@@ -129,6 +131,16 @@ async def test_refusals_and_rejected_sockets_are_counted_by_reason(tmp_path: Pat
     assert value(samples, "gateway_lease_operations_total", op="admit", outcome="ok") == 1
     assert value(samples, "gateway_lease_operations_total", op="admit", outcome="refused") == 1
     assert value(samples, "gateway_websocket_rejections_total", close_code="1008") == 1
+    # Every answer request is timed, by carrier and by how it was answered.
+    assert not_an_answer == 400
+    answers = "gateway_answer_seconds_count"
+    assert value(samples, answers, carrier="twilio", outcome="refused") == 1
+    assert value(samples, answers, carrier="twilio", outcome="rejected") == 1
+    assert value(samples, answers, carrier="twilio", outcome="answered") == 0
+    assert value(samples, answers, carrier="plivo", outcome="answered") == 1
+    assert value(samples, answers, carrier="plivo", outcome="refused") == 1
+    assert value(samples, answers, carrier="vonage", outcome="error") == 0
+    assert value(samples, "gateway_answer_seconds_sum", carrier="plivo", outcome="answered") > 0
     assert ready == (
         200,
         {"status": "ready", "checks": {"draining": "no", "coordination": "ok", "database": "ok"}},
@@ -146,7 +158,11 @@ async def test_readiness_fails_when_the_database_is_gone_but_liveness_holds(
             ready = (response.status, await response.json())
         async with http.get(f"{gw.base}/healthz") as response:
             alive = (response.status, await response.json())
+        answer = await call_answer(gw, http, "twilio", new_call_id("twilio"))
+        _, samples = await _scrape(gw, http)
         (tmp_path / "gw.db").rmdir()
+    assert answer.status == 500  # the number lookup failed: the answer is timed as an error
+    assert value(samples, "gateway_answer_seconds_count", carrier="twilio", outcome="error") == 1
     assert ready[0] == 503
     assert ready[1]["checks"]["database"] == "fail"
     assert ready[1]["checks"]["coordination"] == "ok"
