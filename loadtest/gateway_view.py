@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = [
     "Buckets",
+    "answer_view",
     "bucket_counts",
     "difference",
     "gateway_view",
@@ -33,6 +34,7 @@ __all__ = [
 
 ADDED_LATENCY = "gateway_added_latency_seconds"
 LOOP_LAG = "gateway_event_loop_lag_seconds"
+ANSWER = "gateway_answer_seconds"
 GOAL_BOUNDS_S = (0.0005, 0.002)
 """The bounds the shares are given for: the issue's p50 and p99 goals (0.5 and 2 ms)."""
 
@@ -97,12 +99,17 @@ def share_within(buckets: Buckets, bound: float) -> float | None:
     raise ValueError(f"{bound:g} s is not a bucket bound of this histogram")
 
 
-def _summary(buckets: Buckets) -> dict[str, Any]:
-    count = int(buckets[-1][1]) if buckets else 0
-    out: dict[str, Any] = {"observed": count}
+def _quantiles(buckets: Buckets) -> dict[str, Any]:
+    """How many were observed, and p50, p90 and p99 in milliseconds (None if none)."""
+    out: dict[str, Any] = {"observed": int(buckets[-1][1]) if buckets else 0}
     for label, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
         value = histogram_quantile(buckets, q)
         out[f"{label}_ms"] = None if value is None else round(value * 1000, 3)
+    return out
+
+
+def _summary(buckets: Buckets) -> dict[str, Any]:
+    out = _quantiles(buckets)
     known = {le for le, _ in buckets}
     for bound in GOAL_BOUNDS_S:
         share = share_within(buckets, bound) if bound in known else None
@@ -123,3 +130,17 @@ def gateway_view(before: str, after: str, window_s: Sequence[float]) -> dict[str
     lag = difference(bucket_counts(before, LOOP_LAG), bucket_counts(after, LOOP_LAG))
     view["loop_lag"] = _summary(lag)
     return view
+
+
+def answer_view(before: str, after: str) -> dict[str, Any]:
+    """The gateway's time to answer the calls it answered between two scrapes (the run's).
+
+    Answers happen during the ramp and the churn, not in the steady window, so the
+    scrapes are the run's first and last (``gateway_answer_seconds``, outcome
+    ``answered``, every carrier).
+    """
+    labels = {"outcome": "answered"}
+    buckets = difference(
+        bucket_counts(before, ANSWER, labels), bucket_counts(after, ANSWER, labels)
+    )
+    return _quantiles(buckets)

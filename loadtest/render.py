@@ -89,6 +89,12 @@ def print_report(
     view = report.get("gateway_view")
     if view:
         console.print(_view_line(view))
+    answers = report.get("gateway_answers")
+    if answers and answers["observed"]:
+        console.print(
+            f"gateway's own answer time: p50 {answers['p50_ms']} / p90 {answers['p90_ms']} / "
+            f"p99 {answers['p99_ms']} ms of {answers['observed']} calls answered"
+        )
     wire = report.get("wire")
     if wire:
         console.print(_wire_line(wire))

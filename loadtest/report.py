@@ -23,7 +23,7 @@ from gateway.server.answer import call_id_for
 from loadtest import loop as tester_loop
 from loadtest.accounting import content_check, match_stream, pacing_jitter
 from loadtest.audio import CARRIER_FORMATS, to_pcm8k
-from loadtest.gateway_view import gateway_view
+from loadtest.gateway_view import answer_view, gateway_view
 from loadtest.host import host_figures
 from loadtest.player import CallResult
 from loadtest.procs import ProcSample
@@ -41,6 +41,7 @@ __all__ = [
     "account",
     "billed_report",
     "check_billing",
+    "gateway_answers",
     "loss_ratio",
     "machine",
     "objectives",
@@ -228,6 +229,7 @@ def account(raw: RawRun, billing: Sequence[BillingRow] = ()) -> dict[str, Any]:
         "tester": process_figures(raw.tester, window, len(answered)),
         "host": host_figures(raw.host, window) | {"speed_probe_ms": raw.speed_probe_ms},
         "gateway_view": _gateway_view(raw),
+        "gateway_answers": gateway_answers(raw),
         "wire": _wire(raw, answered, lat["wire"]),
         "per_carrier": {c: dict(v) for c, v in sorted(per_carrier.items())},
         "billing": _billing(billing),
@@ -235,6 +237,11 @@ def account(raw: RawRun, billing: Sequence[BillingRow] = ()) -> dict[str, Any]:
         "per_call": [rows[r.plan.index] for r in results],
     }
     return report
+
+
+def gateway_answers(raw: RawRun) -> dict[str, Any] | None:
+    """The gateway's own answer times over the run, when both of the run's scrapes came."""
+    return answer_view(*raw.run_scrapes) if len(raw.run_scrapes) == 2 else None
 
 
 def _gateway_view(raw: RawRun) -> dict[str, Any] | None:

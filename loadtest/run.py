@@ -39,6 +39,7 @@ __all__ = [
     "parse_mix",
     "plan_calls",
     "run_load",
+    "scrape_into",
     "watch_processes",
 ]
 
@@ -88,6 +89,8 @@ class RawRun:
     """:func:`~loadtest.host.speed_probe_ms` before and after the calls."""
     metrics_scrapes: list[tuple[float, str]] = field(default_factory=list)
     """The gateway's ``/metrics`` when the planned steady window opened and closed."""
+    run_scrapes: list[str] = field(default_factory=list)
+    """The gateway's ``/metrics`` before the first call and after the last one ended."""
     probes_ms: list[float] = field(default_factory=list)
     probe_failures: int = 0
     agent_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -172,6 +175,7 @@ async def run_load(
     async with aiohttp.ClientSession(connector=connector) as http:
         watcher = asyncio.create_task(watch_processes(http, env, raw, stop))
         shown = asyncio.create_task(_progress(raw, plans, stop, progress)) if progress else None
+        await scrape_into(raw.run_scrapes, http, env)
         origin = time.monotonic() + 0.2  # every worker starts the ramp at the same instant
         window = steady_plan(plans, origin)
         scrapes = asyncio.create_task(scrape_steady(http, env, raw, window))
@@ -193,6 +197,8 @@ async def run_load(
                 watcher, scrapes, *([shown] if shown else []), return_exceptions=True
             )
         raw.ended = time.monotonic()
+        if raw.run_scrapes:
+            await scrape_into(raw.run_scrapes, http, env)
         raw.deadline_hit = raw.deadline_hit or raw.ended - began > config.deadline_s
         if wire is not None:
             path, counts = await wire  # (it ended with the window) CaptureFailed: raised
@@ -244,16 +250,25 @@ async def scrape_steady(
     """
     if window is None:
         return
-    timeout = aiohttp.ClientTimeout(total=5)
     for at in window:
         await asyncio.sleep(max(0.0, at - time.monotonic()))
-        try:
-            async with http.get(f"{env.base_url}/metrics", timeout=timeout) as response:
-                if response.status != 200:
-                    return
-                raw.metrics_scrapes.append((time.monotonic(), await response.text()))
-        except (aiohttp.ClientError, TimeoutError, OSError):
+        scrapes: list[str] = []
+        if not await scrape_into(scrapes, http, env):
             return
+        raw.metrics_scrapes.append((time.monotonic(), scrapes[0]))
+
+
+async def scrape_into(scrapes: list[str], http: aiohttp.ClientSession, env: Environment) -> bool:
+    """Append the gateway's ``/metrics`` to ``scrapes``; False when it could not be read."""
+    try:
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with http.get(f"{env.base_url}/metrics", timeout=timeout) as response:
+            if response.status != 200:
+                return False
+            scrapes.append(await response.text())
+            return True
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return False
 
 
 async def watch_processes(

@@ -37,8 +37,15 @@ from loadtest.agent_call import records_by_call
 from loadtest.environment import Environment
 from loadtest.host import host_figures, speed_probe_ms, steal_series
 from loadtest.player import CallPlan, CallResult
-from loadtest.report import SCHEMA, account, check_billing, machine, process_figures
-from loadtest.run import RawRun, RunConfig, watch_processes
+from loadtest.report import (
+    SCHEMA,
+    account,
+    check_billing,
+    gateway_answers,
+    machine,
+    process_figures,
+)
+from loadtest.run import RawRun, RunConfig, scrape_into, watch_processes
 from loadtest.soak import (
     END_SAMPLES,
     WARMUP_RULE,
@@ -106,6 +113,7 @@ async def run_soak(
     stop = asyncio.Event()
     async with aiohttp.ClientSession() as http:
         accountant = _Accountant(env, http, raw, tally, config.batch_s)
+        await scrape_into(raw.run_scrapes, http, env)  # for the gateway's answer times
         watcher = asyncio.create_task(watch_processes(http, env, raw, stop))
         try:
             async with asyncio.timeout(run_config.deadline_s + _SLACK_S):
@@ -116,6 +124,8 @@ async def run_soak(
             stop.set()
             await asyncio.gather(watcher, return_exceptions=True)
         raw.ended = time.monotonic()
+        if raw.run_scrapes:
+            await scrape_into(raw.run_scrapes, http, env)
         raw.deadline_hit = raw.deadline_hit or raw.ended - origin > run_config.deadline_s
         raw.speed_probe_ms = (speed_before, speed_probe_ms())
         try:
@@ -318,6 +328,7 @@ def _report(
         "machine": machine(),
         "per_call": tally.per_call,
         "soak": _soak_section(config, raw, origin),
+        "gateway_answers": gateway_answers(raw),
     }
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from gateway.metrics import ANSWER_BUCKETS
 from loadtest.cli import main
 from loadtest.wire_capture import check_permission
 
@@ -111,6 +112,8 @@ def test_soak_recycles_calls_bills_each_one_and_measures_drift(tmp_path: Path) -
         assert cdr["billable_units"] == math.ceil(row["frames_sent"] * 20 / 30_000)
     billing = report["billing"]
     assert (billing["checked"], billing["mismatched"], billing["missing"]) == (len(rows), 0, 0)
+    # The gateway timed each of the soak's answers (its /metrics, before and after).
+    assert report["gateway_answers"]["observed"] == len(rows)
     # The drift, recomputed from the samples in the report (all kept: a short soak).
     soak = report["soak"]
     assert soak["warmup_s"] == SOAK_S / 2  # the rule's upper bound: half a short soak
@@ -153,6 +156,12 @@ def test_external_probe_agent_measures_both_legs_with_nothing_lost(tmp_path: Pat
     view = report["gateway_view"]["added_in"]
     assert 3 * 50 / 10 * 0.8 <= view["observed"] <= 3 * 50 * 1.2 / 10 + 3
     assert 0 < view["p50_ms"] <= latency["inbound"]["max"]
+    # Its answer time over the whole run: each of the 3 calls, inside the tester's figure
+    # (up to the bucket bound above it: the quantile is interpolated within a bucket).
+    answers = report["gateway_answers"]
+    assert answers["observed"] == 3
+    bound_s = min(b for b in ANSWER_BUCKETS if b * 1000 >= latency["answer"]["max"])
+    assert 0 < answers["p50_ms"] <= bound_s * 1000
 
 
 def test_compare_runs_each_variant_with_its_own_settings(

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from gateway.metrics import GatewayMetrics
 from loadtest.gateway_view import (
+    answer_view,
     bucket_counts,
     difference,
     gateway_view,
@@ -101,3 +102,28 @@ def test_the_report_and_its_table_carry_the_gateways_view() -> None:
     )
     raw.metrics_scrapes = raw.metrics_scrapes[:1]  # the second scrape failed: no view
     assert account(raw)["gateway_view"] is None
+
+
+def test_the_answer_view_counts_the_runs_answers_of_every_carrier_and_only_answered() -> None:
+    metrics = GatewayMetrics(CollectorRegistry())
+    metrics.answered("twilio", "answered", 0.5)  # before the run: left out
+    before = exposition(metrics)
+    for seconds in (0.003,) * 90 + (0.02,) * 9:
+        metrics.answered("twilio", "answered", seconds)
+    metrics.answered("vonage", "answered", 0.2)
+    metrics.answered("twilio", "refused", 2.0)  # a refusal is not an answer's time
+    view = answer_view(before, exposition(metrics))
+    assert view["observed"] == 100
+    assert 2.5 < view["p50_ms"] <= 5.0  # inside the (2.5, 5] ms bucket
+    assert 10.0 < view["p99_ms"] <= 25.0
+    calls = [probe_call(i, 100) for i in range(2)]
+    raw = raw_run([c for c, _ in calls], [r for _, r in calls])
+    raw.run_scrapes = [before, exposition(metrics)]
+    report = account(raw)
+    assert report["gateway_answers"] == view
+    out = io.StringIO()
+    print_report(Console(file=out, width=240), report)
+    assert "gateway's own answer time: p50 " in out.getvalue()
+    assert "ms of 100 calls answered" in out.getvalue()
+    raw.run_scrapes = raw.run_scrapes[:1]  # the last scrape failed: no view
+    assert account(raw)["gateway_answers"] is None
