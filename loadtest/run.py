@@ -39,7 +39,7 @@ __all__ = [
     "parse_mix",
     "plan_calls",
     "run_load",
-    "scrape_into",
+    "scrape",
     "watch_processes",
 ]
 
@@ -175,7 +175,7 @@ async def run_load(
     async with aiohttp.ClientSession(connector=connector) as http:
         watcher = asyncio.create_task(watch_processes(http, env, raw, stop))
         shown = asyncio.create_task(_progress(raw, plans, stop, progress)) if progress else None
-        await scrape_into(raw.run_scrapes, http, env)
+        first = await scrape(http, env)
         origin = time.monotonic() + 0.2  # every worker starts the ramp at the same instant
         window = steady_plan(plans, origin)
         scrapes = asyncio.create_task(scrape_steady(http, env, raw, window))
@@ -197,8 +197,8 @@ async def run_load(
                 watcher, scrapes, *([shown] if shown else []), return_exceptions=True
             )
         raw.ended = time.monotonic()
-        if raw.run_scrapes:
-            await scrape_into(raw.run_scrapes, http, env)
+        if first is not None and (last := await scrape(http, env)) is not None:
+            raw.run_scrapes = [first, last]
         raw.deadline_hit = raw.deadline_hit or raw.ended - began > config.deadline_s
         if wire is not None:
             path, counts = await wire  # (it ended with the window) CaptureFailed: raised
@@ -252,23 +252,20 @@ async def scrape_steady(
         return
     for at in window:
         await asyncio.sleep(max(0.0, at - time.monotonic()))
-        scrapes: list[str] = []
-        if not await scrape_into(scrapes, http, env):
+        text = await scrape(http, env)
+        if text is None:
             return
-        raw.metrics_scrapes.append((time.monotonic(), scrapes[0]))
+        raw.metrics_scrapes.append((time.monotonic(), text))
 
 
-async def scrape_into(scrapes: list[str], http: aiohttp.ClientSession, env: Environment) -> bool:
-    """Append the gateway's ``/metrics`` to ``scrapes``; False when it could not be read."""
+async def scrape(http: aiohttp.ClientSession, env: Environment) -> str | None:
+    """The gateway's ``/metrics`` now; None when it could not be read."""
     try:
         timeout = aiohttp.ClientTimeout(total=5)
         async with http.get(f"{env.base_url}/metrics", timeout=timeout) as response:
-            if response.status != 200:
-                return False
-            scrapes.append(await response.text())
-            return True
+            return await response.text() if response.status == 200 else None
     except (aiohttp.ClientError, TimeoutError, OSError):
-        return False
+        return None
 
 
 async def watch_processes(

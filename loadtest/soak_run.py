@@ -45,7 +45,7 @@ from loadtest.report import (
     machine,
     process_figures,
 )
-from loadtest.run import RawRun, RunConfig, scrape_into, watch_processes
+from loadtest.run import RawRun, RunConfig, scrape, watch_processes
 from loadtest.soak import (
     END_SAMPLES,
     WARMUP_RULE,
@@ -113,7 +113,7 @@ async def run_soak(
     stop = asyncio.Event()
     async with aiohttp.ClientSession() as http:
         accountant = _Accountant(env, http, raw, tally, config.batch_s)
-        await scrape_into(raw.run_scrapes, http, env)  # for the gateway's answer times
+        first = await scrape(http, env)  # for the gateway's answer times
         watcher = asyncio.create_task(watch_processes(http, env, raw, stop))
         try:
             async with asyncio.timeout(run_config.deadline_s + _SLACK_S):
@@ -124,8 +124,8 @@ async def run_soak(
             stop.set()
             await asyncio.gather(watcher, return_exceptions=True)
         raw.ended = time.monotonic()
-        if raw.run_scrapes:
-            await scrape_into(raw.run_scrapes, http, env)
+        if first is not None and (last := await scrape(http, env)) is not None:
+            raw.run_scrapes = [first, last]
         raw.deadline_hit = raw.deadline_hit or raw.ended - origin > run_config.deadline_s
         raw.speed_probe_ms = (speed_before, speed_probe_ms())
         try:
