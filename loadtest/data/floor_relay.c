@@ -256,19 +256,17 @@ static int peer(int port, int calls, size_t carrier_bytes, size_t agent_bytes, d
     if (timerfd_settime(timer, TFD_TIMER_ABSTIME, &spec, NULL) < 0) die("timerfd_settime");
     const uint64_t timer_key = UINT64_MAX;
     add_fd(ep, timer, timer_key);
-    int64_t measure_from = start + (int64_t)(warmup_s * 1e9);
-    int64_t stop_at = measure_from + (int64_t)(seconds * 1e9);
+    window_from = start + (int64_t)(warmup_s * 1e9);
+    window_to = window_from + (int64_t)(seconds * 1e9);
     int64_t spacing = TICK_NS / calls; /* call i's frames are due at start + i*spacing + k*20ms */
     long long next_event = 0;          /* index k*calls + i of the next message pair to send */
-    window_from = measure_from;
-    window_to = stop_at;
     unsigned long long sent = 0, failed = 0, late = 0, measured_sent = 0;
     unsigned long long measured_received = 0;
-    int measuring = 0, done = 0;
+    int announced = 0, done = 0;
     struct epoll_event events[MAX_EVENTS];
     int64_t drain_until = 0;
     for (;;) {
-        int ready = epoll_wait(ep, events, MAX_EVENTS, done ? 20 : -1);
+        int ready = epoll_wait(ep, events, MAX_EVENTS, -1); /* the timer ticks every ms */
         if (ready < 0) {
             if (errno == EINTR) continue;
             die("epoll_wait");
@@ -282,14 +280,13 @@ static int peer(int port, int calls, size_t carrier_bytes, size_t agent_bytes, d
             uint64_t expirations;
             if (read(timer, &expirations, sizeof expirations) < 0) continue;
             int64_t now = now_ns();
-            if (!measuring && now >= measure_from) {
-                measuring = 1;
+            if (!announced && now >= window_from) {
+                announced = 1;
                 printf("measuring\n");
                 fflush(stdout);
             }
-            if (!done && now >= stop_at) {
+            if (!done && now >= window_to) {
                 done = 1;
-                measuring = 0;
                 drain_until = now + 200000000LL; /* what is in flight comes back */
                 printf("done\n");
                 fflush(stdout);
